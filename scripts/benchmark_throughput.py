@@ -1,0 +1,140 @@
+"""Training throughput of the default config, and the model step at the paper's CIFAR setting.
+
+    python scripts/benchmark_throughput.py            # all three parts, prints a table
+    python scripts/benchmark_throughput.py --only model
+
+1. `loop`: one process, no Ray: the default config's loader + train_step (sequences/s, data-wait share).
+2. `ray`: the same config under Ray Train with 1 and with 2 workers (the figures the run logs to MLflow).
+3. `model`: one seq-JEPA step (ResNet-18 CIFAR stem, 32 px, M=3, batch 32, one process, 2 threads),
+   fp32 and bf16 autocast, on synthetic tensors: pure compute, comparable to the authors' 15 seq/s
+   (26 with bf16) measured on this kind of machine.
+All figures in one run are measured on the same machine back to back, so compare them as ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from trainer.config import load_config  # noqa: E402
+
+
+def _parts(config, loader, device=torch.device("cpu")):
+    from trainer.optim import build_optimizer
+    from trainer.probes import OnlineProbes
+    from trainer.train_loop import Parts, build_model
+
+    model = build_model(config, loader.action_dim, loader.channels)
+    probes = OnlineProbes(model.encoder.out_dim, model.token_dim, loader.action_dim, loader.num_classes,
+                          config.probe.hidden)
+    return Parts(model, build_optimizer(model, config.optim), probes, torch.optim.Adam(probes.parameters()),
+                 device, loader.mean, loader.std, config.train.precision == "bf16")
+
+
+def bench_plain_loop(overrides: list[str], steps: int, warmup: int = 5) -> dict:
+    """Default config, 1 worker, no Ray: what one training process sustains."""
+    from trainer.data import build_loader
+    from trainer.launch import ensure_dataset, resolve_paths
+    from trainer.train_loop import train_step
+
+    config = resolve_paths(load_config(None, overrides + ["scaling.num_workers=1"]))
+    ensure_dataset(config)
+    torch.set_num_threads(config.scaling.torch_threads or int(config.scaling.cpus_per_worker))
+    loader = build_loader(config, "train", 0, 1)
+    parts = _parts(config, loader)
+    loader.set_epoch(0)
+    batches = iter(loader)
+    wait = compute = 0.0
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        batch = next(batches)
+        t1 = time.perf_counter()
+        train_step(parts, batch, 1e-4, 0.996, None)
+        t2 = time.perf_counter()
+        if i >= warmup:
+            wait, compute = wait + t1 - t0, compute + t2 - t1
+    total = wait + compute
+    return {"seq_per_s": steps * config.data.batch_size / total, "data_wait_frac": wait / total}
+
+
+def bench_ray(overrides: list[str], workers: int, steps: int) -> dict:
+    """The run's own figures: the last logging window of a short Ray Train run."""
+    from mlflow.tracking import MlflowClient
+
+    from trainer.run import main
+
+    with tempfile.TemporaryDirectory() as tmp:
+        uri = f"sqlite:///{tmp}/mlflow.db"
+        name = f"bench-{workers}w"
+        code = main(overrides + [f"scaling.num_workers={workers}", f"scaling.cpus_per_worker={2 / workers:g}",
+                                 "train.epochs=1", f"train.steps_per_epoch={steps}",
+                                 f"train.log_every_steps={steps // 2}", "probe.val_batches=1",
+                                 "tracking.log_model=false", f"run.storage_path={tmp}/runs", f"run.name={name}",
+                                 f"tracking.tracking_uri={uri}"])
+        assert code == 0, "benchmark run failed"
+        client = MlflowClient(uri)
+        run = client.search_runs([client.get_experiment_by_name("seq-jepa").experiment_id])[0]
+        last = lambda key: client.get_metric_history(run.info.run_id, key)[-1].value  # noqa: E731
+        return {"seq_per_s": last("train/samples_per_s"), "data_wait_frac": last("train/data_wait_frac")}
+
+
+def bench_model_step(precision: str, steps: int = 10, warmup: int = 3, batch: int = 32, seq_len: int = 3) -> float:
+    """Median sequences/s of one full step (forward, backward, AdamW, EMA) at the paper's CIFAR setting."""
+    from trainer.ema import ema_update_
+    from trainer.model import SeqJEPA, build_encoder
+
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    model = SeqJEPA(build_encoder("resnet18", in_channels=3, cifar_stem=True), action_dim=9)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    obs = torch.randn(batch, seq_len, 3, 32, 32)
+    target = torch.randn(batch, 3, 32, 32)
+    actions = torch.randn(batch, seq_len, 9)
+    amp = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+    times = []
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        with amp:
+            out = model(obs, target, actions)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        optimizer.step()
+        ema_update_(model.target_encoder, model.encoder, 0.996)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return batch / statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=["loop", "ray", "model"])
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("overrides", nargs="*", help="config overrides for the loop/ray parts")
+    args = parser.parse_args()
+    rows = []
+    if args.only in (None, "loop"):
+        r = bench_plain_loop(args.overrides, args.steps)
+        rows.append(("default config, 1 worker, plain loop", r["seq_per_s"], r["data_wait_frac"]))
+    if args.only in (None, "ray"):
+        for workers in (1, 2):
+            r = bench_ray(args.overrides, workers, args.steps)
+            rows.append((f"default config, Ray Train, {workers} worker(s)", r["seq_per_s"], r["data_wait_frac"]))
+    if args.only in (None, "model"):
+        for precision in ("fp32", "bf16"):
+            rows.append((f"model step, ResNet-18 CIFAR stem 32px M=3 b32, {precision}", bench_model_step(precision),
+                         None))
+    print(f"\n{'setting':<62} {'seq/s':>8} {'data wait':>10}")
+    for name, rate, wait in rows:
+        print(f"{name:<62} {rate:>8.1f} {'' if wait is None else f'{100 * wait:9.1f}%':>10}")
+
+
+if __name__ == "__main__":
+    main()

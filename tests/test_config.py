@@ -1,0 +1,62 @@
+"""The config schema: YAML + dotted overrides, validated with messages that name the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from trainer.config import Config, config_from_dict, flatten, load_config, to_dict
+from trainer.errors import ConfigError
+
+
+def test_default_config_loads_and_round_trips():
+    config = load_config()
+    assert config.model.encoder == "convnet" and config.scaling.parallelism == "fsdp2"
+    assert config_from_dict(to_dict(config)) == config
+
+
+def test_overrides_are_typed_and_nested(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  seq_len: 2\n")
+    config = load_config(path, ["model.seq_len=5", "optim.grad_clip=1", "model.eval_seq_len=null",
+                                "scaling.parallelism=ddp", "model.action_cond=false"])
+    assert config.model.seq_len == 5 and config.optim.grad_clip == 1.0 and config.model.eval_seq_len is None
+    assert config.scaling.parallelism == "ddp" and config.model.action_cond is False
+    assert config.eval_seq_len == 5
+
+
+def test_eval_seq_len_can_differ_from_training():
+    assert load_config(None, ["model.seq_len=1", "model.eval_seq_len=4"]).eval_seq_len == 4
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.seq_len=0", "model.seq_len (M) must be >= 1"),
+    ("model.eval_seq_len=0", "model.eval_seq_len must be >= 1"),
+    ("model.dropout=1.5", "model.dropout must be in [0, 1)"),
+    ("model.action_cond=maybe", "model.action_cond must be bool"),
+    ("train.epochs=1.5", "train.epochs must be int"),
+    ("optim.name=sgd", "optim.name must be one of 'adamw', 'adam'"),
+    ("data.val_batch_size=7", "data.val_batch_size=7 is not divisible by scaling.num_workers=2"),
+    ("model=3", "'model' must be a mapping"),
+    ("model.seq_len.x=3", "cannot set 'model.seq_len.x'"),
+])
+def test_bad_values_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        load_config(None, [override])
+
+
+def test_unknown_key_suggests_the_closest():
+    with pytest.raises(ConfigError, match="did you mean 'optim.weight_decay'"):
+        load_config(None, ["optim.weightdecay=0.1"])
+
+
+def test_invalid_yaml_file_is_clear(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="is not valid YAML"):
+        load_config(path)
+
+
+def test_flatten_gives_dotted_params():
+    flat = flatten(to_dict(Config()))
+    assert flat["model.seq_len"] == 3 and flat["scaling.parallelism"] == "fsdp2"
+    assert all(not isinstance(v, dict) for v in flat.values())

@@ -1,0 +1,44 @@
+"""EMA decay schedule and the parameter-only update (spec §1.3)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from trainer.ema import ema_decay_at, ema_update_
+
+
+def test_ema_schedule_values():
+    assert ema_decay_at(0, 100) == pytest.approx(0.996)
+    assert ema_decay_at(50, 100) == pytest.approx(0.998)
+    assert ema_decay_at(100, 100) == pytest.approx(1.0)
+    assert ema_decay_at(25, 100) < ema_decay_at(75, 100)
+    assert ema_decay_at(70, 100, base=0.99, schedule="constant") == 0.99
+    with pytest.raises(ValueError):
+        ema_decay_at(0, 100, schedule="linear")
+
+
+def _pair():
+    torch.manual_seed(0)
+    online = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    target = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)).requires_grad_(False)
+    return target, online
+
+
+def test_ema_update_moves_target_toward_online():
+    target, online = _pair()
+    before = [p.clone() for p in target.parameters()]
+    ema_update_(target, online, decay=0.9)
+    for t, b, o in zip(target.parameters(), before, online.parameters()):
+        assert torch.allclose(t, 0.9 * b + 0.1 * o)
+    ema_update_(target, online, decay=0.0)
+    assert all(torch.equal(t, o) for t, o in zip(target.parameters(), online.parameters()))
+
+
+def test_ema_update_leaves_buffers():
+    target, online = _pair()
+    online(torch.randn(8, 3))  # change the online BN running statistics
+    buffers = {k: v.clone() for k, v in target.named_buffers()}
+    ema_update_(target, online, decay=0.5)
+    assert all(torch.equal(buffers[k], v) for k, v in target.named_buffers())

@@ -1,0 +1,43 @@
+"""The trainer's side of the data contract: loaders from the config, normalisation on the device."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from data_pipeline import ActionSpace, SequenceLoader, build_sequence_loader
+from trainer.config import Config
+
+
+def action_space(config: Config) -> ActionSpace:
+    d = config.data
+    return ActionSpace(rotation_deg=d.rotation_deg, scale_min=d.scale_min, scale_max=d.scale_max,
+                       translate=d.translate, brightness=d.brightness, contrast=d.contrast)
+
+
+def resolve_shards(shards: str) -> str:
+    """Absolute location of the shard root; resolved on the driver (Ray workers change directory)."""
+    if "://" in shards and not shards.startswith("file://"):
+        return shards
+    path = shards[len("file://"):] if shards.startswith("file://") else shards
+    return str(Path(os.path.expanduser(path)).resolve())
+
+
+def build_loader(config: Config, split: str, rank: int, world_size: int) -> SequenceLoader:
+    train = split == "train"
+    seq_len = config.model.seq_len if train else config.eval_seq_len
+    batch = config.data.batch_size if train else config.data.val_batch_size
+    return build_sequence_loader(
+        f"{config.data.shards.rstrip('/')}/{split}",
+        num_views=seq_len + 1, batch_size=batch // world_size, rank=rank, world_size=world_size,
+        num_workers=config.data.loader_workers, seed=config.train.seed, action_space=action_space(config),
+        image_size=config.data.image_size, train=train, shuffle_buffer=config.data.shuffle_buffer)
+
+
+def to_model_inputs(batch: dict, device: torch.device, mean: float, std: float):
+    """uint8 views -> normalised float on the device; split observed views from the target view."""
+    views = batch["views"].to(device, non_blocking=True).float().div_(255.0).sub_(mean).div_(std)
+    rel_actions = batch["rel_actions"].to(device, non_blocking=True)
+    return views[:, :-1], views[:, -1], rel_actions

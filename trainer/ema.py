@@ -1,0 +1,38 @@
+"""EMA of the online encoder into the target encoder (spec §1.3), shard-local under FSDP2."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.distributed.tensor import DTensor
+
+
+def ema_decay_at(step: int, total_steps: int, base: float = 0.996, schedule: str = "cosine") -> float:
+    """Decay tau at `step`: cosine from `base` (step 0) to 1 (step = total_steps), or constant `base`."""
+    if schedule == "constant":
+        return base
+    if schedule != "cosine":
+        raise ValueError(f"unknown EMA schedule '{schedule}' (expected 'cosine' or 'constant')")
+    progress = min(step / max(total_steps, 1), 1.0)
+    return 1 - (1 - base) * (math.cos(math.pi * progress) + 1) / 2
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    # FSDP2 shards both encoders with the same layout, so each rank's local shards correspond one to one.
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
+@torch.no_grad()
+def ema_update_(target: nn.Module, online: nn.Module, decay: float) -> None:
+    """theta_t <- decay * theta_t + (1 - decay) * theta_o, over parameters only, without communication.
+
+    BN buffers are not copied: the target's running statistics evolve through its own forwards, as in
+    the paper's code.
+    """
+    target_params = [_local(p) for p in target.parameters()]
+    online_params = [_local(p) for p in online.parameters()]
+    if len(target_params) != len(online_params):
+        raise ValueError("target and online modules have different parameter lists")
+    torch._foreach_lerp_(target_params, online_params, 1 - decay)

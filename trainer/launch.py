@@ -1,0 +1,68 @@
+"""Driver side of a training job: resolve paths, prepare data, open the MLflow run, build the TorchTrainer.
+
+`build_trainer` is what `trainer/run.py` runs and what a Ray Tune sweep launches once per trial.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from data_pipeline import DataError, prepare_fashion_mnist_shards, read_manifest
+from trainer.config import Config, to_dict
+from trainer.data import resolve_shards
+from trainer.errors import ConfigError
+from trainer.train_loop import train_worker
+
+
+def resolve_paths(config: Config) -> Config:
+    """Absolute paths and a run name, fixed on the driver: Ray workers run in another directory."""
+    data = dataclasses.replace(config.data, shards=resolve_shards(config.data.shards),
+                               cache_dir=str(Path(os.path.expanduser(config.data.cache_dir)).resolve()),
+                               source_dir=(str(Path(os.path.expanduser(config.data.source_dir)).resolve())
+                                           if config.data.source_dir else None))
+    storage = config.run.storage_path
+    if "://" not in storage:
+        storage = str(Path(os.path.expanduser(storage)).resolve())
+    name = config.run.name or f"{config.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return dataclasses.replace(config, data=data, run=dataclasses.replace(config.run, storage_path=storage, name=name))
+
+
+def ensure_dataset(config: Config) -> None:
+    """Shards exist and are readable before any worker starts (writing them first if allowed)."""
+    if config.data.prepare and "://" not in config.data.shards:
+        prepare_fashion_mnist_shards(config.data.shards, config.data.source_dir, config.data.cache_dir,
+                                     config.data.samples_per_shard)
+    for split in ("train", "val"):
+        try:
+            read_manifest(f"{config.data.shards}/{split}")
+        except DataError as err:
+            raise DataError(f"{err} (data.shards={config.data.shards}; write shards with "
+                            "`python -m data_pipeline write fashion-mnist --out DIR` or set data.prepare=true)") from None
+
+
+def build_trainer(config: Config, tracking: dict | None = None, callbacks: list | None = None) -> TorchTrainer:
+    """A TorchTrainer for an already resolved config; `tracking` = {tracking_uri, run_id} for rank 0."""
+    s = config.scaling
+    scaling = ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu,
+                            resources_per_worker={"CPU": s.cpus_per_worker, **({"GPU": 1} if s.use_gpu else {})})
+    run = RunConfig(name=config.run.name, storage_path=config.run.storage_path,
+                    checkpoint_config=CheckpointConfig(num_to_keep=config.train.keep_checkpoints),
+                    failure_config=FailureConfig(max_failures=config.run.max_failures, controller_failure_limit=3),
+                    callbacks=callbacks)
+    return TorchTrainer(train_worker, train_loop_config={"config": to_dict(config), "mlflow": tracking or {}},
+                        scaling_config=scaling, run_config=run,
+                        torch_config=TorchConfig(backend="nccl" if s.use_gpu else "gloo"))
+
+
+def check_resources(config: Config, cluster_cpus: float) -> None:
+    needed = config.scaling.num_workers * config.scaling.cpus_per_worker
+    if needed > cluster_cpus:
+        raise ConfigError(f"scaling asks for {config.scaling.num_workers} workers x {config.scaling.cpus_per_worker} "
+                          f"CPUs = {needed:g} CPUs but the Ray cluster has {cluster_cpus:g}; lower scaling.num_workers "
+                          "or scaling.cpus_per_worker")

@@ -1,0 +1,6 @@
+"""seq-JEPA model: encoders, the aggregator/predictor parts, and the model itself (no distributed code here)."""
+
+from trainer.model.encoders import build_encoder, encoder_blocks
+from trainer.model.seq_jepa import SeqJEPA, SeqJEPAOutput
+
+__all__ = ["SeqJEPA", "SeqJEPAOutput", "build_encoder", "encoder_blocks"]

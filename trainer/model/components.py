@@ -1,0 +1,51 @@
+"""The three small parts of seq-JEPA around the encoder: action embedding, aggregator, predictor (spec §1.6-1.9)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from trainer.model.batchnorm import BatchNorm1d
+
+
+class ActionEmbedding(nn.Module):
+    """g(a) = BN(W a): no bias, and a BN without affine parameters, as in the paper's code (spec §1.6)."""
+
+    def __init__(self, action_dim: int, out_dim: int):
+        super().__init__()
+        self.proj = nn.Linear(action_dim, out_dim, bias=False)
+        self.bn = BatchNorm1d(out_dim, affine=False)
+        self.out_dim = out_dim
+
+    def forward(self, actions: torch.Tensor) -> torch.Tensor:
+        """(..., A) -> (..., P); all leading rows share one BN batch."""
+        flat = actions.reshape(-1, actions.shape[-1])
+        return self.bn(self.proj(flat)).reshape(*actions.shape[:-1], self.out_dim)
+
+
+class Aggregator(nn.TransformerEncoder):
+    """Post-LN transformer encoder + an extra final LayerNorm; no positional encoding (spec §1.8).
+
+    nn.TransformerEncoder deep-copies the layer, so all layers start from identical weights, as in the
+    official code. `self.layers` is the per-block list a sharding wrapper wraps one by one.
+    """
+
+    def __init__(self, width: int, num_heads: int, num_layers: int, mlp_ratio: float, dropout: float):
+        layer = nn.TransformerEncoderLayer(d_model=width, nhead=num_heads, dim_feedforward=int(mlp_ratio * width),
+                                           dropout=dropout, activation="relu", batch_first=True, norm_first=False)
+        super().__init__(layer, num_layers, norm=nn.LayerNorm(width), enable_nested_tensor=False)
+
+
+class Predictor(nn.Module):
+    """Linear(no bias) -> BN -> ReLU -> Linear; with hidden <= 0 a single Linear(no bias) -> BN (spec §1.9)."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int):
+        super().__init__()
+        if hidden > 0:
+            self.net = nn.Sequential(nn.Linear(in_dim, hidden, bias=False), BatchNorm1d(hidden), nn.ReLU(inplace=True),
+                                     nn.Linear(hidden, out_dim))
+        else:
+            self.net = nn.Sequential(nn.Linear(in_dim, out_dim, bias=False), BatchNorm1d(out_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)

@@ -1,0 +1,128 @@
+"""seq-JEPA (Ghaemi et al., NeurIPS 2025), spec §1.
+
+Encode M observed views -> pair each view embedding with the action that leaves it (the last view gets a zero
+action) -> prepend [AGG] -> transformer -> z_AGG -> predict the embedding of view M+1 from z_AGG and the
+action view M -> M+1 -> cosine loss against the (EMA) target encoder's embedding of view M+1.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainer.model.components import ActionEmbedding, Aggregator, Predictor
+
+
+class SeqJEPAOutput(NamedTuple):  # a NamedTuple so that DDP/FSDP2 find the tensors inside
+    loss: torch.Tensor  # scalar, float32: 1 - mean cosine(prediction, target_emb)
+    z_agg: torch.Tensor  # (B, E) the [AGG] output over the M observed views
+    z_enc: torch.Tensor  # (B, M, D) online encoder outputs of the observed views
+    target_emb: torch.Tensor  # (B, D) target encoder output of view M+1, detached
+    prediction: torch.Tensor  # (B, D)
+    pair: tuple[torch.Tensor, torch.Tensor]  # (z1, z2) for the equivariance probe (spec §1.11)
+    z_agg_single: torch.Tensor  # (B, 2, E) z_AGG of view 1 alone and of view 2 alone, no grad (leakage probe)
+
+
+def _pad_to_multiple(dim: int, extra: int, multiple: int) -> int:
+    """The smallest width >= extra such that dim + width is divisible by `multiple`."""
+    return extra + (-(dim + extra)) % multiple
+
+
+class SeqJEPA(nn.Module):
+    def __init__(self, encoder: nn.Module, action_dim: int, *, action_cond: bool = True,
+                 learn_action_embedding: bool = True, action_proj_dim: int = 128, num_heads: int = 4,
+                 num_layers: int = 3, mlp_ratio: float = 4.0, dropout: float = 0.1, pred_hidden: int = 1024,
+                 use_ema: bool = True):
+        super().__init__()
+        self.action_cond = action_cond
+        self.learn_action_embedding = learn_action_embedding
+        self.feature_dim = encoder.out_dim  # D
+        self.encoder = encoder
+        self.target_encoder = None  # without EMA the target is the online encoder, detached
+        if use_ema:
+            self.target_encoder = copy.deepcopy(encoder).requires_grad_(False)
+
+        # Width of the action part of a token (0 without action conditioning).
+        self.action_embedding = None
+        if not action_cond:
+            self.action_width = 0
+        elif learn_action_embedding:
+            self.action_embedding = ActionEmbedding(action_dim, action_proj_dim)
+            self.action_width = action_proj_dim
+        else:  # raw actions, zero-padded so that the token width splits evenly over the heads
+            self.action_width = _pad_to_multiple(self.feature_dim, action_dim, num_heads)
+        self.token_dim = self.feature_dim + self.action_width  # E
+
+        self.agg_token = nn.Parameter(torch.zeros(1, 1, self.token_dim))
+        self.aggregator = Aggregator(self.token_dim, num_heads, num_layers, mlp_ratio, dropout)
+        self.predictor = Predictor(self.token_dim + self.action_width, pred_hidden, self.feature_dim)
+
+    def forward(self, obs_views: torch.Tensor, target_view: torch.Tensor,
+                rel_actions: Optional[torch.Tensor]) -> SeqJEPAOutput:
+        """obs_views (B, M, C, H, W); target_view (B, C, H, W); rel_actions (B, M, A), rel_actions[:, j] = view j -> j+1."""
+        B, M = obs_views.shape[:2]
+        # One encoder call over all B*M observed views: BN statistics are shared, as in the paper's code.
+        z_enc = self.encoder(obs_views.flatten(0, 1)).view(B, M, -1)
+        target_emb = self._encode_target(target_view)
+
+        z_agg = self._aggregate(z_enc, rel_actions)
+        if self.action_cond:  # the action from the last observed view to the target, in its own BN batch
+            z_agg_and_action = torch.cat([z_agg, self._embed_actions(rel_actions[:, M - 1])], dim=-1)
+        else:
+            z_agg_and_action = z_agg
+        prediction = self.predictor(z_agg_and_action)
+        loss = 1 - F.cosine_similarity(prediction.float(), target_emb.float(), dim=-1).mean()
+
+        z1, z2 = z_enc[:, 0], (z_enc[:, 1] if M >= 2 else target_emb)
+        with torch.no_grad():
+            z_agg_single = self._single_view_aggregates(z1, z2)
+        return SeqJEPAOutput(loss, z_agg, z_enc, target_emb, prediction, (z1, z2), z_agg_single)
+
+    @torch.no_grad()
+    def aggregate(self, z_enc: torch.Tensor, rel_actions: Optional[torch.Tensor]) -> torch.Tensor:
+        """z_AGG for (B, M, D) encoder outputs and their (B, M, A) actions, for any M (no positional encoding).
+
+        Runs in the module's current mode: call `model.eval()` first for evaluation.
+        """
+        return self._aggregate(z_enc, rel_actions)
+
+    def _encode_target(self, target_view: torch.Tensor) -> torch.Tensor:
+        # The target runs in the module's mode (train mode during training: batch statistics, as in the paper).
+        encoder = self.target_encoder if self.target_encoder is not None else self.encoder
+        with torch.no_grad():
+            return encoder(target_view).detach()
+
+    def _embed_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        """(..., A) -> (..., action_width): the learned embedding g(a), or the raw action zero-padded."""
+        if self.action_embedding is not None:
+            return self.action_embedding(actions)
+        return F.pad(actions, (0, self.action_width - actions.shape[-1]))
+
+    def _token_actions(self, rel_actions: torch.Tensor) -> torch.Tensor:
+        """(B, M, A) -> (B, M, action_width): token j carries the action leaving view j; the last token carries 0."""
+        embedded = self._embed_actions(rel_actions)  # all M in one call: a_M shares the BN batch (spec §1.5)
+        # A new tensor, never an in-place write: the caller's actions stay intact (fixes spec §7.B4).
+        return torch.cat([embedded[:, :-1], torch.zeros_like(embedded[:, -1:])], dim=1)
+
+    def _aggregate(self, z_enc: torch.Tensor, rel_actions: Optional[torch.Tensor]) -> torch.Tensor:
+        tokens = z_enc
+        if self.action_cond:
+            tokens = torch.cat([z_enc, self._token_actions(rel_actions).to(z_enc.dtype)], dim=-1)
+        return self._run_aggregator(tokens)
+
+    def _run_aggregator(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, M, E) tokens -> [AGG] + tokens -> transformer -> the [AGG] output (B, E)."""
+        agg = self.agg_token.expand(tokens.shape[0], -1, -1).to(tokens.dtype)
+        return self.aggregator(torch.cat([agg, tokens], dim=1))[:, 0]
+
+    def _single_view_aggregates(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        """z_AGG of a one-token sequence (zero action) for each view: (B, D) x 2 -> (B, 2, E)."""
+        B = z1.shape[0]
+        tokens = torch.cat([z1, z2], dim=0).unsqueeze(1)  # (2B, 1, D), both views in one call
+        if self.action_cond:
+            tokens = F.pad(tokens, (0, self.action_width))  # the last (only) token carries a zero action
+        return self._run_aggregator(tokens).view(2, B, -1).transpose(0, 1)

@@ -1,0 +1,50 @@
+"""Data parallelism: FSDP2 (`fully_shard` per block) or DDP. The model files know nothing of this.
+
+FSDP2 shards the online encoder and the EMA target with the same per-block layout, so every rank
+holds matching shards of both and the EMA update is a local lerp with no communication.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
+from torch.nn.parallel import DistributedDataParallel
+
+from trainer.model import SeqJEPA, encoder_blocks
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def parallelize(model: SeqJEPA, strategy: str, device: torch.device) -> nn.Module:
+    if not is_distributed():
+        return model
+    if strategy == "ddp":
+        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    for encoder in (model.encoder, model.target_encoder):
+        if encoder is None:
+            continue
+        for block in encoder_blocks(encoder):
+            fully_shard(block, mesh=mesh)
+        fully_shard(encoder, mesh=mesh)
+    for layer in model.aggregator.layers:
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
+
+
+def replicate(module: nn.Module, device: torch.device) -> nn.Module:
+    """Small modules (probe heads) are replicated with DDP under either strategy."""
+    if not is_distributed():
+        return module
+    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The plain module behind a DDP wrapper (FSDP2 modifies the module in place)."""
+    return module.module if isinstance(module, DistributedDataParallel) else module

@@ -1,0 +1,114 @@
+"""Online probes: how invariant z_AGG is and how equivariant the encoder is, measured while training.
+
+Probes read detached features, have their own optimizer, and never send gradients into the model.
+
+* invariance (classification, linear): `inv/acc_agg` on z_AGG, `inv/acc_enc` on one encoder output.
+* equivariance (regression of the relative action view 1 -> view 2, R²):
+  `equi/r2_enc` from the encoder pair (z1, z2) and `equi/r2_agg` from the pair of single-view z_AGGs
+  (leakage check: the aggregate should forget the transformation). The relative rotation is bilinear in
+  the two views' pose codes, so these are MLPs as in the paper's online probe (spec §3.6).
+
+Validation metrics are reduced as sufficient statistics (sums), so they cover the whole split across
+ranks exactly without gathering predictions.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+
+def _mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                         nn.Linear(hidden, out_dim))
+
+
+class OnlineProbes(nn.Module):
+    def __init__(self, enc_dim: int, agg_dim: int, action_dim: int, num_classes: int, hidden: int):
+        super().__init__()
+        self.cls_agg = nn.Linear(agg_dim, num_classes)
+        self.cls_enc = nn.Linear(enc_dim, num_classes)
+        self.equi_enc = _mlp(2 * enc_dim, hidden, action_dim)
+        self.equi_agg = _mlp(2 * agg_dim, hidden, action_dim)
+
+    def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {
+            "logits_agg": self.cls_agg(features["z_agg"]),
+            "logits_enc": self.cls_enc(features["z1"]),
+            "action_enc": self.equi_enc(features["pair_enc"]),
+            "action_agg": self.equi_agg(features["pair_agg"]),
+        }
+
+
+def probe_features(out) -> dict[str, torch.Tensor]:
+    """Detached float32 probe inputs from a SeqJEPAOutput."""
+    z1, z2 = out.pair
+    single = out.z_agg_single
+    return {
+        "z_agg": out.z_agg.detach().float(),
+        "z1": z1.detach().float(),
+        "pair_enc": torch.cat([z1, z2], dim=-1).detach().float(),
+        "pair_agg": single.flatten(1).detach().float(),
+    }
+
+
+def probe_loss(pred: dict[str, torch.Tensor], label: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+    return (F.cross_entropy(pred["logits_agg"], label) + F.cross_entropy(pred["logits_enc"], label)
+            + F.mse_loss(pred["action_enc"], action) + F.mse_loss(pred["action_agg"], action))
+
+
+class ProbeMetrics:
+    """Accumulates accuracy counts and per-dimension R² sums; `compute` all-reduces across ranks.
+
+    R² per output dimension d: 1 - SSE_d / (Σy_d² - (Σy_d)²/n), averaged over dimensions, as
+    sklearn's r2_score with multioutput="uniform_average" (spec §4.5).
+    """
+
+    def __init__(self, action_dim: int, action_groups: dict[str, list[int]], device: torch.device):
+        self.groups = action_groups
+        self.counts = torch.zeros(4, dtype=torch.float64, device=device)  # n, correct_agg, correct_enc, loss_sum
+        self.reg = {k: torch.zeros(3, action_dim, dtype=torch.float64, device=device) for k in ("enc", "agg")}
+
+    def update(self, pred: dict, label: torch.Tensor, action: torch.Tensor, loss: torch.Tensor,
+               weight: float = 1.0) -> None:
+        """`weight=0` lets a rank that ran out of validation batches join the collectives harmlessly."""
+        if weight == 0.0:
+            return
+        n = label.numel()
+        self.counts += torch.tensor([n, (pred["logits_agg"].argmax(-1) == label).sum().item(),
+                                     (pred["logits_enc"].argmax(-1) == label).sum().item(), loss.item() * n],
+                                    dtype=torch.float64, device=self.counts.device)
+        y = action.double()
+        for key in ("enc", "agg"):
+            err = pred[f"action_{key}"].double() - y
+            self.reg[key] += torch.stack([y.sum(0), (y * y).sum(0), (err * err).sum(0)])
+
+    def compute(self) -> dict[str, float]:
+        stats = torch.cat([self.counts] + [self.reg[k].flatten() for k in ("enc", "agg")])
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(stats)
+        counts, rest = stats[:4], stats[4:]
+        n = counts[0].clamp(min=1)
+        metrics = {"inv/acc_agg": float(100 * counts[1] / n), "inv/acc_enc": float(100 * counts[2] / n),
+                   "val/loss": float(counts[3] / n)}
+        for i, key in enumerate(("enc", "agg")):
+            sum_y, sum_y2, sse = rest.view(2, 3, -1)[i]
+            total = sum_y2 - sum_y * sum_y / n
+            # A constant target dimension (a disabled transformation) has no variance to explain.
+            valid = total > 1e-12
+            r2 = torch.where(valid, 1 - sse / total.clamp(min=1e-12), torch.zeros_like(total))
+            metrics[f"equi/r2_{key}"] = float(r2[valid].mean()) if valid.any() else 0.0
+            for group, dims in self.groups.items():
+                group_valid = valid[dims]
+                if group_valid.any():
+                    metrics[f"equi/r2_{key}/{group}"] = float(r2[dims][group_valid].mean())
+        return metrics
+
+
+def effective_rank(features: torch.Tensor) -> float:
+    """RankMe: exp of the entropy of the normalised singular values (a collapse monitor)."""
+    s = torch.linalg.svdvals(features.float() - features.float().mean(0))
+    p = s / s.sum().clamp(min=1e-12) + 1e-12
+    return float(torch.exp(-(p * p.log()).sum()))
