@@ -1,0 +1,281 @@
+"""Streaming sequence loader: shards -> samples -> batches of M+1 transformed views with actions.
+
+Per epoch, a rank reads its share of the shards (see `sharding`); each DataLoader worker reads its
+share of those, shuffles in a buffer (train), batches, and renders the views itself, so the main
+process only receives finished uint8 batches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import multiprocessing
+import os
+import random
+import warnings
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from webdataset.tariterators import group_by_keys, tar_file_expander
+
+from data_pipeline import sharding
+from data_pipeline.errors import DataError
+from data_pipeline.shards import WRITE_HINT, Manifest, read_manifest, shard_urls
+from data_pipeline.transforms import (ACTION_DIM, ACTION_GROUPS, ActionSpace, absolute_actions, relative_actions,
+                                      render_views, sample_params)
+
+
+class _SkipCounter:
+    """Counts skipped corrupt samples across worker processes (a shared integer) and warns."""
+
+    def __init__(self):
+        self._value = multiprocessing.Value("q", 0)
+
+    @property
+    def count(self) -> int:
+        return self._value.value
+
+    def skip(self, where: str, err: BaseException) -> None:
+        with self._value.get_lock():
+            self._value.value += 1
+        warnings.warn(f"skipping corrupt data in {where}: {err}", RuntimeWarning, stacklevel=2)
+
+
+def _decode(sample: dict, info: dict) -> tuple[np.ndarray, int]:
+    """(image uint8 (H, W) or (H, W, C), label) from one raw sample; raises on anything off."""
+    with Image.open(io.BytesIO(sample["image.png"])) as img:
+        image = np.asarray(img)
+    expected = (info["height"], info["width"]) + (() if info["channels"] == 1 else (info["channels"],))
+    if image.dtype != np.uint8 or image.shape != expected:
+        raise ValueError(f"image is {image.dtype} {image.shape}, the manifest says uint8 {expected}")
+    label = int(sample["label.cls"].decode("ascii"))
+    if not 0 <= label < info["num_classes"]:
+        raise ValueError(f"label {label} outside 0..{info['num_classes'] - 1}")
+    return image, label
+
+
+def _read_samples(paths: list[str], info: dict, skips: _SkipCounter) -> Iterator[tuple[np.ndarray, int]]:
+    """Decoded samples of the shards in order, skipping (and counting) corrupt ones."""
+    for path in paths:
+        try:
+            stream = open(path, "rb")
+        except FileNotFoundError:
+            raise DataError(f"shard {path} listed in the manifest is missing; {WRITE_HINT}") from None
+
+        def unreadable(err: Exception, path=path) -> bool:  # a broken tar: skip the rest of this shard
+            skips.skip(path, err)
+            return True
+
+        with stream:
+            files = tar_file_expander([{"url": path, "stream": stream}], handler=unreadable)
+            for sample in group_by_keys(files, handler=unreadable):
+                try:
+                    yield _decode(sample, info)
+                except Exception as err:  # any decoding failure (PIL raises several kinds) = corrupt sample
+                    skips.skip(f"sample {sample.get('__key__')} of {path}", err)
+
+
+def _shuffled(items: Iterable, buffer_size: int, rng: random.Random) -> Iterator:
+    """Streaming shuffle: hold up to buffer_size items and emit a random one as each new one arrives."""
+    buffer = []
+    for item in items:
+        buffer.append(item)
+        if len(buffer) >= buffer_size:
+            i = rng.randrange(len(buffer))
+            buffer[i], buffer[-1] = buffer[-1], buffer[i]
+            yield buffer.pop()
+    rng.shuffle(buffer)
+    yield from buffer
+
+
+def _batched(items: Iterable, size: int, drop_last: bool) -> Iterator[list]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch and not drop_last:
+        yield batch
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """Run the tiny batch ops single-threaded: splitting them costs more than it saves (measured:
+    with num_workers=0 on 2 busy cores, cos/sin of 256 values took 3 ms each and rendering 5x
+    longer with 2 threads). Restored before the batch is yielded: the trainer's setting stands."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _worker_init(_worker_id: int) -> None:
+    torch.set_num_threads(1)  # workers render small batches; N workers x N threads would oversubscribe
+
+
+class _SequenceStream(IterableDataset):
+    """One epoch (one pass) of one rank: each DataLoader worker yields the batches of its shards."""
+
+    def __init__(self, loader: "SequenceLoader", shards_per_worker: list[list[str]], seed_keys: tuple[int, ...]):
+        self.shards_per_worker = shards_per_worker
+        self.seed_keys = seed_keys  # (seed, train, epoch, attempt, rank): with the worker id, fixes all randomness
+        self.info = loader.manifest.dataset_info
+        self.space, self.num_views, self.image_size = loader.action_space, loader.num_views, loader.image_size
+        self.batch_size, self.train, self.shuffle_buffer = loader.batch_size, loader.train, loader.shuffle_buffer
+        self.skips = loader._skips
+
+    def __iter__(self) -> Iterator[dict]:
+        worker = get_worker_info()
+        wid = worker.id if worker is not None else 0
+        samples = _read_samples(self.shards_per_worker[wid], self.info, self.skips)
+        if self.train:
+            rng = random.Random(sharding.derive_seed(*self.seed_keys, wid, sharding.SHUFFLE))
+            samples = _shuffled(samples, self.shuffle_buffer, rng)
+        generator = torch.Generator().manual_seed(sharding.derive_seed(*self.seed_keys, wid, sharding.VIEWS))
+        for chunk in _batched(samples, self.batch_size, drop_last=self.train):
+            yield self._make_batch(chunk, generator)
+
+    def _make_batch(self, chunk: list[tuple[np.ndarray, int]], generator: torch.Generator) -> dict:
+        images = torch.from_numpy(np.stack([image for image, _ in chunk]))
+        images = images.unsqueeze(1) if images.dim() == 3 else images.permute(0, 3, 1, 2).contiguous()
+        with _one_thread():
+            params = sample_params(len(chunk), self.num_views, self.space, generator)
+            return {"views": render_views(images, params, self.image_size),
+                    "actions": absolute_actions(params, self.space),
+                    "rel_actions": relative_actions(params, self.space),
+                    "label": torch.tensor([label for _, label in chunk], dtype=torch.int64)}
+
+
+class SequenceLoader:
+    """Iterable over batch dicts for one rank; call `set_epoch` before each epoch.
+
+    Batch: views uint8 (B, V, C, S, S) with the prediction target last, actions float32 (B, V, 7)
+    absolute, rel_actions float32 (B, V-1, 7) from view j to j+1, label int64 (B,).
+    """
+
+    def __init__(self, shard_dir: str, manifest: Manifest, *, num_views: int, batch_size: int, rank: int,
+                 world_size: int, num_workers: int, seed: int, action_space: ActionSpace, image_size: int,
+                 train: bool, shuffle_buffer: int):
+        self.shard_dir, self.manifest = shard_dir, manifest
+        self.paths = shard_urls(shard_dir, manifest)
+        self.counts = [s.num_samples for s in manifest.shards]
+        self.num_views, self.batch_size, self.rank, self.world_size = num_views, batch_size, rank, world_size
+        self.num_workers, self.seed, self.action_space = num_workers, seed, action_space
+        self.image_size, self.train, self.shuffle_buffer = image_size, train, shuffle_buffer
+        self.epoch = 0
+        self._skips = _SkipCounter()
+
+    def set_epoch(self, epoch: int) -> None:
+        """Selects the epoch's shard order and random streams (train); val ignores it."""
+        if epoch < 0:
+            raise DataError(f"epoch must be >= 0, got {epoch}")
+        self.epoch = epoch
+
+    @property
+    def corrupt_samples(self) -> int:
+        """Samples skipped as corrupt so far (all epochs, all workers of this loader)."""
+        return self._skips.count
+
+    def _order(self) -> list[int]:
+        return sharding.shard_order(len(self.paths), self.seed, self.epoch, shuffle=self.train)
+
+    def __len__(self) -> int:
+        """Batches this rank yields this epoch: equal on all ranks for train (the minimum over ranks,
+        so no rank waits in a collective for one that ran dry); this rank's exact count for val."""
+        order = self._order()
+        if not self.train:
+            return sharding.rank_batches(self.counts, order, self.rank, self.world_size, self.num_workers,
+                                         self.batch_size, drop_last=False)
+        return min(sharding.rank_batches(self.counts, order, r, self.world_size, self.num_workers,
+                                         self.batch_size, drop_last=True) for r in range(self.world_size))
+
+    def _dataloader(self, attempt: int) -> DataLoader:
+        order = self._order()
+        shards = [[self.paths[i] for i in w] for w in sharding.worker_shards(order, self.rank, self.world_size,
+                                                                               self.num_workers)]
+        missing = [p for w in shards for p in w if not os.path.isfile(p)]
+        if missing:  # checked here so the error is not wrapped in a DataLoader worker traceback
+            raise DataError(f"shard {missing[0]} listed in the manifest is missing; {WRITE_HINT}")
+        # Val views depend on neither epoch nor attempt: every evaluation sees the same sequences.
+        keys = (self.seed, 1, self.epoch, attempt, self.rank) if self.train else (self.seed, 0, 0, 0, self.rank)
+        return DataLoader(_SequenceStream(self, shards, keys), batch_size=None, num_workers=self.num_workers,
+                          persistent_workers=False, worker_init_fn=_worker_init if self.num_workers else None)
+
+    def __iter__(self) -> Iterator[dict]:
+        if not self.train:
+            yield from self._dataloader(attempt=0)
+            return
+        target, produced, attempt = len(self), 0, 0
+        while produced < target:
+            before = produced
+            for batch in self._dataloader(attempt):
+                yield batch
+                produced += 1
+                if produced == target:
+                    return
+            if produced == before:
+                raise DataError(f"rank {self.rank} read no valid sample from its shards in {self.shard_dir}; "
+                                f"{WRITE_HINT}")
+            # Only skipped corrupt samples make a rank run short; re-reading keeps all ranks in step.
+            warnings.warn(f"rank {self.rank} is {target - produced} batches short after skipping corrupt samples; "
+                          "reading its shards again to keep ranks in step", RuntimeWarning, stacklevel=2)
+            attempt += 1
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.manifest.dataset_info["num_classes"])
+
+    @property
+    def channels(self) -> int:
+        return int(self.manifest.dataset_info["channels"])
+
+    @property
+    def mean(self) -> float:
+        return float(self.manifest.dataset_info["mean"])
+
+    @property
+    def std(self) -> float:
+        return float(self.manifest.dataset_info["std"])
+
+    @property
+    def action_dim(self) -> int:
+        return ACTION_DIM
+
+    @property
+    def action_groups(self) -> dict[str, list[int]]:
+        return {k: list(v) for k, v in ACTION_GROUPS.items()}
+
+def build_sequence_loader(shard_dir: str, *, num_views: int, batch_size: int, rank: int, world_size: int,
+                          num_workers: int, seed: int, action_space: ActionSpace, image_size: int, train: bool,
+                          shuffle_buffer: int = 1000) -> SequenceLoader:
+    """A SequenceLoader for one rank over the shard set in shard_dir (a path or file:// URL)."""
+    problems = [msg for bad, msg in [
+        (num_views < 2, f"num_views must be >= 2 (M observed views + 1 target), got {num_views}"),
+        (batch_size < 1, f"batch_size must be >= 1, got {batch_size}"),
+        (not 0 <= rank < world_size, f"need 0 <= rank < world_size, got rank {rank}, world_size {world_size}"),
+        (num_workers < 0, f"num_workers must be >= 0, got {num_workers}"),
+        (seed < 0, f"seed must be >= 0, got {seed}"),
+        (image_size < 1, f"image_size must be >= 1, got {image_size}"),
+        (shuffle_buffer < 1, f"shuffle_buffer must be >= 1, got {shuffle_buffer}"),
+    ] if bad]
+    if problems:
+        raise DataError(f"invalid loader settings: {'; '.join(problems)}")
+    manifest = read_manifest(shard_dir)
+    readers = world_size * max(1, num_workers)
+    if len(manifest.shards) < readers:
+        raise DataError(f"{shard_dir} has {len(manifest.shards)} shards but {world_size} ranks x {max(1, num_workers)} "
+                        f"loader workers need at least {readers}; rewrite the shards with a smaller samples_per_shard "
+                        f"(now up to {max((s.num_samples for s in manifest.shards), default=0)}) or use fewer loader workers")
+    loader = SequenceLoader(shard_dir, manifest, num_views=num_views, batch_size=batch_size, rank=rank,
+                            world_size=world_size, num_workers=num_workers, seed=seed, action_space=action_space,
+                            image_size=image_size, train=train, shuffle_buffer=shuffle_buffer)
+    if train and len(loader) == 0:
+        raise DataError(f"{shard_dir}: some rank's loader workers hold fewer than batch_size={batch_size} samples "
+                        "each, so training would take no step; lower the batch size or the loader workers")
+    return loader

@@ -1,0 +1,200 @@
+"""Shard sets on disk: write webdataset tar shards plus manifest.json, read and verify them back.
+
+A shard set is a folder with `shard-000000.tar, ...` and `manifest.json`. The manifest is written
+last, so its presence means the set is complete; it records per-shard sample counts (the loader
+computes its length from them without opening a shard) and checksums.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import webdataset as wds
+from PIL import Image
+from tqdm import tqdm
+
+from data_pipeline.errors import DataError
+
+SCHEMA_VERSION = 1
+KNOWN_SCHEMA_VERSIONS = (1,)
+MANIFEST = "manifest.json"
+FIELDS = {"image.png": "source image, lossless PNG (8-bit grayscale or RGB)",
+          "label.cls": "class index as ASCII decimal"}
+DATASET_INFO_KEYS = ("num_classes", "class_names", "channels", "height", "width", "mean", "std")
+WRITE_HINT = "rewrite it with `python -m data_pipeline write fashion-mnist --out DIR`"
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    name: str
+    num_samples: int
+    sha256: str
+    bytes: int
+
+
+@dataclass
+class Manifest:
+    schema_version: int
+    dataset: str
+    split: str
+    num_samples: int
+    shards: list[ShardInfo]
+    fields: dict[str, str]
+    dataset_info: dict
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
+
+
+def local_dir(shard_dir: str | os.PathLike) -> Path:
+    """The local folder behind a shard location (a path or a file:// URL).
+
+    The one place that knows about URL schemes: remote stores plug in here.
+    """
+    text = os.fspath(shard_dir)
+    if text.startswith("s3://"):
+        raise DataError(f"s3:// shards are not supported yet ({text}); copy the shard set to a local folder")
+    if text.startswith("file://"):
+        return Path(text[len("file://"):])
+    if "://" in text:
+        raise DataError(f"unsupported shard location {text}; use a local path or a file:// URL")
+    return Path(text).expanduser()
+
+
+def shard_urls(shard_dir: str | os.PathLike, manifest: Manifest) -> list[str]:
+    """Local paths of the shards, in manifest order."""
+    folder = local_dir(shard_dir)
+    return [str(folder / shard.name) for shard in manifest.shards]
+
+
+def read_manifest(shard_dir: str | os.PathLike) -> Manifest:
+    """The validated manifest of a shard set (DataError saying what is wrong and where)."""
+    path = local_dir(shard_dir) / MANIFEST
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"no shard set at {path.parent} ({MANIFEST} is missing); {WRITE_HINT}") from None
+    except (OSError, ValueError) as err:
+        raise DataError(f"cannot read {path}: {err}; {WRITE_HINT}") from None
+    if not isinstance(doc, dict):
+        raise DataError(f"{path} is not a JSON object; {WRITE_HINT}")
+    version = doc.get("schema_version")
+    if version not in KNOWN_SCHEMA_VERSIONS:
+        raise DataError(f"{path} has schema_version {version!r}; this version of data_pipeline knows "
+                        f"{', '.join(map(str, KNOWN_SCHEMA_VERSIONS))}; {WRITE_HINT} or update data_pipeline")
+    missing = [f.name for f in dataclasses.fields(Manifest) if f.name not in doc]
+    missing += [f"dataset_info.{k}" for k in DATASET_INFO_KEYS if k not in (doc.get("dataset_info") or {})]
+    if missing:
+        raise DataError(f"{path} lacks {', '.join(missing)}; {WRITE_HINT}")
+    try:
+        shards = [ShardInfo(**entry) for entry in doc["shards"]]
+    except TypeError as err:
+        raise DataError(f"{path} has a malformed shard entry ({err}); {WRITE_HINT}") from None
+    if sum(s.num_samples for s in shards) != doc["num_samples"]:
+        raise DataError(f"{path}: shard sample counts do not add up to num_samples={doc['num_samples']}; {WRITE_HINT}")
+    return Manifest(**{**doc, "shards": shards})
+
+
+def verify_shards(shard_dir: str | os.PathLike) -> Manifest:
+    """Check every shard's size and sha256 against the manifest; DataError naming the first bad one."""
+    manifest = read_manifest(shard_dir)
+    for shard, path in zip(manifest.shards, shard_urls(shard_dir, manifest)):
+        if not os.path.isfile(path):
+            raise DataError(f"shard {path} listed in the manifest is missing; {WRITE_HINT}")
+        if os.path.getsize(path) != shard.bytes or _sha256(path) != shard.sha256:
+            raise DataError(f"shard {path} does not match its manifest checksum (corrupt or replaced); {WRITE_HINT}")
+    return manifest
+
+
+def _sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _png(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _checked_info(images: np.ndarray, labels: np.ndarray, dataset_info: dict) -> dict:
+    """dataset_info completed with the image geometry, which must agree with the array."""
+    if images.dtype != np.uint8 or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[3] not in (1, 3)):
+        raise DataError(f"write_shards needs uint8 images (N, H, W) or (N, H, W, 1|3), got {images.dtype} {images.shape}")
+    if labels.shape != (len(images),):
+        raise DataError(f"write_shards got {labels.shape} labels for {len(images)} images")
+    geometry = {"channels": 1 if images.ndim == 3 else images.shape[3],
+                "height": images.shape[1], "width": images.shape[2]}
+    clash = {k: v for k, v in geometry.items() if dataset_info.get(k, v) != v}
+    if clash:
+        raise DataError(f"dataset_info {clash} disagrees with the images' shape {images.shape}")
+    info = {**dataset_info, **geometry}
+    missing = [k for k in DATASET_INFO_KEYS if k not in info]
+    if missing:
+        raise DataError(f"dataset_info lacks {', '.join(missing)}")
+    return info
+
+
+def write_shards(images: np.ndarray, labels: np.ndarray, out_dir: str | os.PathLike, *,
+                 samples_per_shard: int = 2000, dataset_info: dict, dataset: str = "custom",
+                 split: str = "train", progress: bool = True) -> Manifest:
+    """Write images/labels as a shard set in out_dir (replacing an earlier shard set there).
+
+    Everything goes to a hidden sibling folder first and is renamed into place at the end, so an
+    interrupted write never leaves a half-written set behind.
+    """
+    images, labels = np.asarray(images), np.asarray(labels)
+    info = _checked_info(images, labels, dataset_info)
+    if images.ndim == 4 and images.shape[3] == 1:
+        images = images[..., 0]  # PIL writes single-channel arrays as (H, W) grayscale
+    if samples_per_shard < 1:
+        raise DataError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
+    out = local_dir(out_dir)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).exists())):
+        raise DataError(f"{out} exists and is not a shard set; choose an empty or new output folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the finished set should be readable like any folder
+    try:
+        shards = []
+        bar = tqdm(total=len(images), desc=f"writing {split} shards", unit="img", disable=not progress)
+        for start in range(0, len(images), samples_per_shard):
+            name = f"shard-{len(shards):06d}.tar"
+            stop = min(start + samples_per_shard, len(images))
+            # mtime=0 makes the tar bytes, hence the checksums, reproducible.
+            with wds.TarWriter(str(tmp / name), encoder=False, mtime=0) as sink:
+                for i in range(start, stop):
+                    sink.write({"__key__": f"{i:08d}", "image.png": _png(images[i]),
+                                "label.cls": str(int(labels[i])).encode("ascii")})
+            bar.update(stop - start)
+            shards.append(ShardInfo(name, stop - start, _sha256(tmp / name), (tmp / name).stat().st_size))
+        bar.close()
+        manifest = Manifest(SCHEMA_VERSION, dataset, split, len(images), shards, dict(FIELDS), info)
+        (tmp / MANIFEST).write_text(manifest.to_json())
+        _replace_dir(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return manifest
+
+
+def _replace_dir(new: Path, dest: Path) -> None:
+    """Move `new` to `dest`, swapping out an existing `dest` (renames are atomic on one filesystem)."""
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        os.replace(dest, old)
+        os.replace(new, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, dest)
