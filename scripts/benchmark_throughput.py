@@ -1,19 +1,21 @@
 """Training throughput of the default config, and the model step at the paper's CIFAR setting.
 
-    python scripts/benchmark_throughput.py            # all three parts, prints a table
+    python scripts/benchmark_throughput.py            # all three parts, prints a table (~3 min)
     python scripts/benchmark_throughput.py --only model
 
-1. `loop`: one process, no Ray: the default config's loader + train_step (sequences/s, data-wait share).
-2. `ray`: the same config under Ray Train with 1 and with 2 workers (the figures the run logs to MLflow).
-3. `model`: one seq-JEPA step (ResNet-18 CIFAR stem, 32 px, M=3, batch 32, one process, 2 threads),
-   fp32 and bf16 autocast, on synthetic tensors: pure compute, comparable to the authors' 15 seq/s
-   (26 with bf16) measured on this kind of machine.
-All figures in one run are measured on the same machine back to back, so compare them as ratios.
+1. `model`: one seq-JEPA step (ResNet-18 CIFAR stem, 32 px, M=3, batch 32, one process, 2 threads),
+   fp32 and bf16 autocast, each with and without `train.channels_last`, on synthetic tensors: pure
+   compute, comparable to the authors' 15 seq/s (26 with bf16) measured on this kind of machine.
+2. `loop`: one process, no Ray: the default config's loader + train_step (sequences/s, data-wait share).
+3. `ray`: the same config under Ray Train with 1 and with 2 workers (the figures the run logs to MLflow).
+Every setting gets the whole machine. All figures in one run are measured back to back on the same
+machine, so compare them as ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -25,6 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from trainer.config import load_config  # noqa: E402
+
+CPUS = os.cpu_count() or 1  # every setting gets the whole machine, split evenly between its workers
 
 
 def _parts(config, loader, device=torch.device("cpu")):
@@ -45,7 +49,7 @@ def bench_plain_loop(overrides: list[str], steps: int, warmup: int = 5) -> dict:
     from trainer.launch import ensure_dataset, resolve_paths
     from trainer.train_loop import train_step
 
-    config = resolve_paths(load_config(None, overrides + ["scaling.num_workers=1"]))
+    config = resolve_paths(load_config(None, overrides + ["scaling.num_workers=1", f"scaling.cpus_per_worker={CPUS}"]))
     ensure_dataset(config)
     torch.set_num_threads(config.scaling.torch_threads or int(config.scaling.cpus_per_worker))
     loader = build_loader(config, "train", 0, 1)
@@ -74,7 +78,7 @@ def bench_ray(overrides: list[str], workers: int, steps: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         uri = f"sqlite:///{tmp}/mlflow.db"
         name = f"bench-{workers}w"
-        code = main(overrides + [f"scaling.num_workers={workers}", f"scaling.cpus_per_worker={2 / workers:g}",
+        code = main(overrides + [f"scaling.num_workers={workers}", f"scaling.cpus_per_worker={CPUS / workers:g}",
                                  "train.epochs=1", f"train.steps_per_epoch={steps}",
                                  f"train.log_every_steps={steps // 2}", "probe.val_batches=1",
                                  "tracking.log_model=false", f"run.storage_path={tmp}/runs", f"run.name={name}",
@@ -86,14 +90,18 @@ def bench_ray(overrides: list[str], workers: int, steps: int) -> dict:
         return {"seq_per_s": last("train/samples_per_s"), "data_wait_frac": last("train/data_wait_frac")}
 
 
-def bench_model_step(precision: str, steps: int = 10, warmup: int = 3, batch: int = 32, seq_len: int = 3) -> float:
+def bench_model_step(precision: str, channels_last: bool = False, steps: int = 10, warmup: int = 3,
+                     batch: int = 32, seq_len: int = 3) -> float:
     """Median sequences/s of one full step (forward, backward, AdamW, EMA) at the paper's CIFAR setting."""
+    from trainer.config import Config
     from trainer.ema import ema_update_
-    from trainer.model import SeqJEPA, build_encoder
+    from trainer.train_loop import build_model
 
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    model = SeqJEPA(build_encoder("resnet18", in_channels=3, cifar_stem=True), action_dim=9)
+    config = Config()  # the schema's defaults are the paper's (ResNet-18, 3 layers, 4 heads, ...)
+    config.model.cifar_stem, config.train.channels_last = True, channels_last
+    model = build_model(config, action_dim=9, in_channels=3)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     obs = torch.randn(batch, seq_len, 3, 32, 32)
     target = torch.randn(batch, 3, 32, 32)
@@ -120,6 +128,12 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="config overrides for the loop/ray parts")
     args = parser.parse_args()
     rows = []
+    if args.only in (None, "model"):  # first, before Ray's daemons share the CPU
+        for precision in ("fp32", "bf16"):
+            for channels_last in (False, True):
+                rate = bench_model_step(precision, channels_last)
+                rows.append((f"model step, ResNet-18 CIFAR stem 32px M=3 b32, {precision}"
+                             f"{', channels_last' if channels_last else ''}", rate, None))
     if args.only in (None, "loop"):
         r = bench_plain_loop(args.overrides, args.steps)
         rows.append(("default config, 1 worker, plain loop", r["seq_per_s"], r["data_wait_frac"]))
@@ -127,13 +141,9 @@ def main() -> None:
         for workers in (1, 2):
             r = bench_ray(args.overrides, workers, args.steps)
             rows.append((f"default config, Ray Train, {workers} worker(s)", r["seq_per_s"], r["data_wait_frac"]))
-    if args.only in (None, "model"):
-        for precision in ("fp32", "bf16"):
-            rows.append((f"model step, ResNet-18 CIFAR stem 32px M=3 b32, {precision}", bench_model_step(precision),
-                         None))
-    print(f"\n{'setting':<62} {'seq/s':>8} {'data wait':>10}")
+    print(f"\n{'setting':<76} {'seq/s':>8} {'data wait':>10}")
     for name, rate, wait in rows:
-        print(f"{name:<62} {rate:>8.1f} {'' if wait is None else f'{100 * wait:9.1f}%':>10}")
+        print(f"{name:<76} {rate:>8.1f} {'' if wait is None else f'{100 * wait:9.1f}%':>10}")
 
 
 if __name__ == "__main__":

@@ -29,8 +29,9 @@ VARIANTS = {
     "no-action": ["model.action_cond=false"],
     "untrained": ["model.action_cond=true", "optim.lr=0", "optim.start_lr=0", "optim.final_lr=0"],
 }
-COLUMNS = ["inv/acc_agg", "inv/acc_enc", "equi/r2_enc", "equi/r2_enc/rotation", "equi/r2_enc/scale",
-           "equi/r2_enc/translation", "equi/r2_agg", "train/eff_rank_enc", "val/loss"]
+GROUPS = ["rotation", "scale", "translation", "brightness", "contrast"]
+COLUMNS = (["inv/acc_agg", "inv/acc_enc", "equi/r2_enc"] + [f"equi/r2_enc/{g}" for g in GROUPS]
+           + ["equi/r2_agg", "train/eff_rank_enc", "train/eff_rank_agg", "val/loss"])
 
 
 def main(overrides: list[str]) -> None:

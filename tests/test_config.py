@@ -24,6 +24,16 @@ def test_overrides_are_typed_and_nested(tmp_path):
     assert config.eval_seq_len == 5
 
 
+def test_scientific_notation_is_a_float(tmp_path):
+    # YAML 1.1 reads `2e-3` (no dot) as a string; a float field must still take it, from a file or an override.
+    path = tmp_path / "c.yaml"
+    path.write_text("optim:\n  lr: 5e-4\n")
+    assert load_config(path).optim.lr == 5e-4
+    assert load_config(None, ["optim.lr=2e-3"]).optim.lr == 2e-3
+    with pytest.raises(ConfigError, match="optim.lr must be float"):
+        load_config(None, ["optim.lr=fast"])
+
+
 def test_eval_seq_len_can_differ_from_training():
     assert load_config(None, ["model.seq_len=1", "model.eval_seq_len=4"]).eval_seq_len == 4
 
@@ -34,6 +44,7 @@ def test_eval_seq_len_can_differ_from_training():
     ("model.dropout=1.5", "model.dropout must be in [0, 1)"),
     ("model.action_cond=maybe", "model.action_cond must be bool"),
     ("train.epochs=1.5", "train.epochs must be int"),
+    ("optim.lr=inf", "optim.lr must be float"),
     ("optim.name=sgd", "optim.name must be one of 'adamw', 'adam'"),
     ("data.val_batch_size=7", "data.val_batch_size=7 is not divisible by scaling.num_workers=2"),
     ("model=3", "'model' must be a mapping"),

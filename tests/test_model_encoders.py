@@ -55,3 +55,20 @@ def test_convnet_interface_and_blocks():
 def test_unknown_encoder_is_rejected():
     with pytest.raises(ValueError, match="unknown encoder"):
         build_encoder("vit", in_channels=3)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "convnet"])
+def test_channels_last_changes_layout_not_results(name):
+    torch.manual_seed(0)
+    plain = build_encoder(name, in_channels=3, cifar_stem=True)
+    nhwc = build_encoder(name, in_channels=3, cifar_stem=True, channels_last=True)
+    nhwc.load_state_dict(plain.state_dict())
+    layouts = []
+    first_conv = next(m for m in nhwc.modules() if isinstance(m, torch.nn.Conv2d))
+    first_conv.register_forward_hook(
+        lambda _m, _i, out: layouts.append(out.is_contiguous(memory_format=torch.channels_last)))
+    x = torch.randn(4, 3, 32, 32)
+    torch.testing.assert_close(nhwc(x), plain(x), rtol=1e-4, atol=1e-5)
+    assert layouts == [True]  # the convolutions really ran in NHWC
+    # Weights stay contiguous (FSDP2 shards only contiguous parameters).
+    assert all(p.is_contiguous() for p in nhwc.parameters())

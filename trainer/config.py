@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -94,6 +95,7 @@ class TrainConfig:
     steps_per_epoch: Optional[int] = None  # cap on steps per epoch; None: one pass over the shards
     seed: int = 42
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast; BatchNorm and the loss stay fp32
+    channels_last: bool = False  # NHWC conv weights: faster convolutions on CPU (oneDNN) and on GPUs
     log_every_steps: int = 20  # per-step metrics cadence (every report is a barrier across workers)
     eval_every_epochs: int = 1  # validation + probe metrics cadence
     checkpoint_every_epochs: int = 1  # checkpoint cadence (the last epoch is always checkpointed)
@@ -186,6 +188,13 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads `1e-3` (no dot) as a string
+            try:
+                number = float(value)
+            except ValueError:
+                number = math.nan
+            if math.isfinite(number):
+                return number
     elif tp is str:
         if isinstance(value, str):
             return value

@@ -17,8 +17,9 @@ def conv_block(in_ch: int, out_ch: int, stride: int) -> nn.Sequential:
 
 
 class ConvNet(nn.Module):
-    def __init__(self, in_channels: int = 3, width: int = 32):
+    def __init__(self, in_channels: int = 3, width: int = 32, channels_last: bool = False):
         super().__init__()
+        self.channels_last = channels_last  # NHWC convolutions, see `build_encoder`
         widths = [width, 2 * width, 4 * width, 8 * width]
         strides = [1, 2, 2, 2]
         ins = [in_channels] + widths[:-1]
@@ -30,4 +31,6 @@ class ConvNet(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return torch.flatten(self.pool(self.blocks(x)), 1)

@@ -39,8 +39,10 @@ class BasicBlock(nn.Module):
 class ResNet18(nn.Module):
     out_dim = 512
 
-    def __init__(self, in_channels: int = 3, cifar_stem: bool = False, zero_init_residual: bool = True):
+    def __init__(self, in_channels: int = 3, cifar_stem: bool = False, zero_init_residual: bool = True,
+                 channels_last: bool = False):
         super().__init__()
+        self.channels_last = channels_last  # NHWC convolutions, see `build_encoder`
         if cifar_stem:
             self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
         else:
@@ -73,6 +75,8 @@ class ResNet18(nn.Module):
                     nn.init.zeros_(m.bn2.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(torch.flatten(self.avgpool(x), 1))
