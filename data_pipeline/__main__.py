@@ -1,8 +1,13 @@
-"""`python -m data_pipeline`: fetch Fashion-MNIST, write it as shard sets.
+"""`python -m data_pipeline`: fetch Fashion-MNIST, write it as shard sets, upload and verify shard sets.
 
   python -m data_pipeline fetch fashion-mnist [--source-dir D] [--cache-dir C]
-  python -m data_pipeline write fashion-mnist --out DIR [--source-dir D] [--cache-dir C]
+  python -m data_pipeline write fashion-mnist --out DIR|s3://BUCKET/PREFIX [--source-dir D] [--cache-dir C]
                                               [--samples-per-shard N] [--limit N]
+  python -m data_pipeline upload LOCAL_SET s3://BUCKET/PREFIX     # one split's set (a folder with manifest.json)
+  python -m data_pipeline verify DIR|s3://BUCKET/PREFIX          # checksums of every shard against the manifest
+
+S3 options (write, upload, verify): --s3-endpoint-url, --s3-region, --s3-profile; otherwise the standard
+AWS environment (AWS_ENDPOINT_URL, AWS_PROFILE, ...). Credentials come from the AWS chain only.
 """
 
 from __future__ import annotations
@@ -11,12 +16,20 @@ import argparse
 import sys
 import time
 
+from data_pipeline import storage
 from data_pipeline.errors import DataError
 from data_pipeline.fashion_mnist import locate_or_fetch_fashion_mnist
 from data_pipeline.prepare import SPLITS, write_split
-from data_pipeline.shards import local_dir
+from data_pipeline.shards import upload_shard_set, verify_shards
+from data_pipeline.storage import S3Options
 
 DEFAULT_CACHE = "~/seq-jepa/data/cache"  # the trainer's data.cache_dir default
+
+
+def _add_s3_options(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--s3-endpoint-url", help="S3-compatible endpoint (MinIO, R2, ...); default: AWS_ENDPOINT_URL")
+    cmd.add_argument("--s3-region")
+    cmd.add_argument("--s3-profile")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,25 +42,53 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--source-dir", help="folder already holding the four IDX files (plain or .gz)")
         cmd.add_argument("--cache-dir", default=DEFAULT_CACHE, help=f"where fetched files are kept ({DEFAULT_CACHE})")
         if name == "write":
-            cmd.add_argument("--out", required=True, help="output folder; gets train/ and val/")
+            cmd.add_argument("--out", required=True, help="output folder or s3://bucket/prefix; gets train/ and val/")
             cmd.add_argument("--samples-per-shard", type=int, default=2000)
             cmd.add_argument("--limit", type=int, help="keep only the first N samples of each split")
+            _add_s3_options(cmd)
+    upload = commands.add_parser("upload", help="copy a local shard set to s3://bucket/prefix")
+    upload.add_argument("local")
+    upload.add_argument("url")
+    _add_s3_options(upload)
+    verify = commands.add_parser("verify", help="check every shard of a set against its manifest")
+    verify.add_argument("location")
+    _add_s3_options(verify)
     return parser
+
+
+def _s3(args) -> S3Options:
+    return S3Options(endpoint_url=args.s3_endpoint_url, region=args.s3_region, profile=args.s3_profile)
+
+
+def _run(args) -> None:
+    if args.command == "upload":
+        if not storage.is_remote(args.url):
+            raise DataError(f"upload needs an s3://bucket/prefix destination, got {args.url}")
+        manifest = upload_shard_set(args.local, args.url, _s3(args))
+        print(f"uploaded {len(manifest.shards)} shards, {manifest.num_samples} samples -> {args.url}")
+        return
+    if args.command == "verify":
+        manifest = verify_shards(args.location, _s3(args))
+        print(f"ok: {len(manifest.shards)} shards, {manifest.num_samples} samples match {args.location}/manifest.json")
+        return
+    raw_dir = locate_or_fetch_fashion_mnist(args.source_dir, args.cache_dir)
+    if args.command == "fetch":
+        print(raw_dir)
+        return
+    base = args.out if storage.is_remote(args.out) else str(storage.local_path(args.out))
+    for split in SPLITS:
+        start = time.perf_counter()
+        out = storage.join(base, split)
+        manifest = write_split(raw_dir, split, out, args.samples_per_shard, args.limit, s3=_s3(args))
+        size = sum(s.bytes for s in manifest.shards)
+        print(f"{split}: {len(manifest.shards)} shards, {manifest.num_samples} samples, {size / 1e6:.1f} MB, "
+              f"{time.perf_counter() - start:.1f} s -> {out}")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        raw_dir = locate_or_fetch_fashion_mnist(args.source_dir, args.cache_dir)
-        if args.command == "fetch":
-            print(raw_dir)
-            return 0
-        for split in SPLITS:
-            start = time.perf_counter()
-            manifest = write_split(raw_dir, split, local_dir(args.out) / split, args.samples_per_shard, args.limit)
-            size = sum(s.bytes for s in manifest.shards)
-            print(f"{split}: {len(manifest.shards)} shards, {manifest.num_samples} samples, {size / 1e6:.1f} MB, "
-                  f"{time.perf_counter() - start:.1f} s -> {local_dir(args.out) / split}")
+        _run(args)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

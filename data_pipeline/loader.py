@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import io
 import multiprocessing
-import os
 import random
 import warnings
 from typing import Iterable, Iterator
@@ -21,9 +20,10 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
-from data_pipeline import sharding
+from data_pipeline import sharding, storage
 from data_pipeline.errors import DataError
-from data_pipeline.shards import WRITE_HINT, Manifest, read_manifest, shard_urls
+from data_pipeline.shards import WRITE_HINT, Manifest, check_shards_present, read_manifest, shard_urls
+from data_pipeline.storage import S3Options
 from data_pipeline.transforms import (ACTION_DIM, ACTION_GROUPS, ActionSpace, absolute_actions, relative_actions,
                                       render_views, sample_params)
 
@@ -57,13 +57,15 @@ def _decode(sample: dict, info: dict) -> tuple[np.ndarray, int]:
     return image, label
 
 
-def _read_samples(paths: list[str], info: dict, skips: _SkipCounter) -> Iterator[tuple[np.ndarray, int]]:
+def _read_samples(paths: list[str], info: dict, skips: _SkipCounter,
+                  s3: S3Options | None) -> Iterator[tuple[np.ndarray, int]]:
     """Decoded samples of the shards in order, skipping (and counting) corrupt ones."""
+    store = storage.store_for(paths[0], s3) if paths else None
     for path in paths:
         try:
-            stream = open(path, "rb")
-        except FileNotFoundError:
-            raise DataError(f"shard {path} listed in the manifest is missing; {WRITE_HINT}") from None
+            stream = store.open(path)
+        except DataError as err:
+            raise DataError(f"shard listed in the manifest is unreadable: {err}; {WRITE_HINT}") from None
 
         def unreadable(err: Exception, path=path) -> bool:  # a broken tar: skip the rest of this shard
             skips.skip(path, err)
@@ -129,11 +131,12 @@ class _SequenceStream(IterableDataset):
         self.space, self.num_views, self.image_size = loader.action_space, loader.num_views, loader.image_size
         self.batch_size, self.train, self.shuffle_buffer = loader.batch_size, loader.train, loader.shuffle_buffer
         self.skips = loader._skips
+        self.s3 = loader.s3
 
     def __iter__(self) -> Iterator[dict]:
         worker = get_worker_info()
         wid = worker.id if worker is not None else 0
-        samples = _read_samples(self.shards_per_worker[wid], self.info, self.skips)
+        samples = _read_samples(self.shards_per_worker[wid], self.info, self.skips, self.s3)
         if self.train:
             rng = random.Random(sharding.derive_seed(*self.seed_keys, wid, sharding.SHUFFLE))
             samples = _shuffled(samples, self.shuffle_buffer, rng)
@@ -161,8 +164,8 @@ class SequenceLoader:
 
     def __init__(self, shard_dir: str, manifest: Manifest, *, num_views: int, batch_size: int, rank: int,
                  world_size: int, num_workers: int, seed: int, action_space: ActionSpace, image_size: int,
-                 train: bool, shuffle_buffer: int):
-        self.shard_dir, self.manifest = shard_dir, manifest
+                 train: bool, shuffle_buffer: int, s3: S3Options | None = None):
+        self.shard_dir, self.manifest, self.s3 = shard_dir, manifest, s3
         self.paths = shard_urls(shard_dir, manifest)
         self.counts = [s.num_samples for s in manifest.shards]
         self.num_views, self.batch_size, self.rank, self.world_size = num_views, batch_size, rank, world_size
@@ -199,9 +202,6 @@ class SequenceLoader:
         order = self._order()
         shards = [[self.paths[i] for i in w] for w in sharding.worker_shards(order, self.rank, self.world_size,
                                                                                self.num_workers)]
-        missing = [p for w in shards for p in w if not os.path.isfile(p)]
-        if missing:  # checked here so the error is not wrapped in a DataLoader worker traceback
-            raise DataError(f"shard {missing[0]} listed in the manifest is missing; {WRITE_HINT}")
         # Val views depend on neither epoch nor attempt: every evaluation sees the same sequences.
         keys = (self.seed, 1, self.epoch, attempt, self.rank) if self.train else (self.seed, 0, 0, 0, self.rank)
         return DataLoader(_SequenceStream(self, shards, keys), batch_size=None, num_workers=self.num_workers,
@@ -253,8 +253,8 @@ class SequenceLoader:
 
 def build_sequence_loader(shard_dir: str, *, num_views: int, batch_size: int, rank: int, world_size: int,
                           num_workers: int, seed: int, action_space: ActionSpace, image_size: int, train: bool,
-                          shuffle_buffer: int = 1000) -> SequenceLoader:
-    """A SequenceLoader for one rank over the shard set in shard_dir (a path or file:// URL)."""
+                          shuffle_buffer: int = 1000, s3: S3Options | None = None) -> SequenceLoader:
+    """A SequenceLoader for one rank over the shard set in shard_dir (a path, file:// or s3:// URL)."""
     problems = [msg for bad, msg in [
         (num_views < 2, f"num_views must be >= 2 (M observed views + 1 target), got {num_views}"),
         (batch_size < 1, f"batch_size must be >= 1, got {batch_size}"),
@@ -266,7 +266,8 @@ def build_sequence_loader(shard_dir: str, *, num_views: int, batch_size: int, ra
     ] if bad]
     if problems:
         raise DataError(f"invalid loader settings: {'; '.join(problems)}")
-    manifest = read_manifest(shard_dir)
+    manifest = read_manifest(shard_dir, s3)
+    check_shards_present(shard_dir, manifest, s3)  # here, not later inside a DataLoader worker's traceback
     readers = world_size * max(1, num_workers)
     if len(manifest.shards) < readers:
         raise DataError(f"{shard_dir} has {len(manifest.shards)} shards but {world_size} ranks x {max(1, num_workers)} "
@@ -274,7 +275,7 @@ def build_sequence_loader(shard_dir: str, *, num_views: int, batch_size: int, ra
                         f"(now up to {max((s.num_samples for s in manifest.shards), default=0)}) or use fewer loader workers")
     loader = SequenceLoader(shard_dir, manifest, num_views=num_views, batch_size=batch_size, rank=rank,
                             world_size=world_size, num_workers=num_workers, seed=seed, action_space=action_space,
-                            image_size=image_size, train=train, shuffle_buffer=shuffle_buffer)
+                            image_size=image_size, train=train, shuffle_buffer=shuffle_buffer, s3=s3)
     if train and len(loader) == 0:
         raise DataError(f"{shard_dir}: some rank's loader workers hold fewer than batch_size={batch_size} samples "
                         "each, so training would take no step; lower the batch size or the loader workers")

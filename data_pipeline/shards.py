@@ -22,7 +22,9 @@ import webdataset as wds
 from PIL import Image
 from tqdm import tqdm
 
+from data_pipeline import storage
 from data_pipeline.errors import DataError
+from data_pipeline.storage import S3Options
 
 SCHEMA_VERSION = 1
 KNOWN_SCHEMA_VERSIONS = (1,)
@@ -56,71 +58,102 @@ class Manifest:
 
 
 def local_dir(shard_dir: str | os.PathLike) -> Path:
-    """The local folder behind a shard location (a path or a file:// URL).
-
-    The one place that knows about URL schemes: remote stores plug in here.
-    """
-    text = os.fspath(shard_dir)
-    if text.startswith("s3://"):
-        raise DataError(f"s3:// shards are not supported yet ({text}); copy the shard set to a local folder")
-    if text.startswith("file://"):
-        return Path(text[len("file://"):])
-    if "://" in text:
-        raise DataError(f"unsupported shard location {text}; use a local path or a file:// URL")
-    return Path(text).expanduser()
+    """The local folder behind a path or file:// URL (DataError for a remote location)."""
+    return storage.local_path(shard_dir)
 
 
 def shard_urls(shard_dir: str | os.PathLike, manifest: Manifest) -> list[str]:
-    """Local paths of the shards, in manifest order."""
-    folder = local_dir(shard_dir)
-    return [str(folder / shard.name) for shard in manifest.shards]
+    """Locations of the shards (paths, or s3:// URLs for a remote set), in manifest order."""
+    base = _base(shard_dir)
+    if not storage.is_remote(base):
+        return [str(Path(base) / shard.name) for shard in manifest.shards]
+    return [storage.join(base, shard.name) for shard in manifest.shards]
 
 
-def read_manifest(shard_dir: str | os.PathLike) -> Manifest:
+def read_manifest(shard_dir: str | os.PathLike, s3: S3Options | None = None) -> Manifest:
     """The validated manifest of a shard set (DataError saying what is wrong and where)."""
-    path = local_dir(shard_dir) / MANIFEST
+    where = storage.join(shard_dir, MANIFEST) if storage.is_remote(shard_dir) else local_dir(shard_dir) / MANIFEST
     try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"no shard set at {path.parent} ({MANIFEST} is missing); {WRITE_HINT}") from None
+        doc = json.loads(storage.store_for(shard_dir, s3).read_bytes(str(where)))
+    except storage.NotFound:
+        raise DataError(f"no shard set at {os.fspath(shard_dir)} ({MANIFEST} is missing); {WRITE_HINT}") from None
     except (OSError, ValueError) as err:
-        raise DataError(f"cannot read {path}: {err}; {WRITE_HINT}") from None
+        raise DataError(f"cannot read {where}: {err}; {WRITE_HINT}") from None
+    return _parse_manifest(doc, where)
+
+
+def _parse_manifest(doc, where) -> Manifest:
     if not isinstance(doc, dict):
-        raise DataError(f"{path} is not a JSON object; {WRITE_HINT}")
+        raise DataError(f"{where} is not a JSON object; {WRITE_HINT}")
     version = doc.get("schema_version")
     if version not in KNOWN_SCHEMA_VERSIONS:
-        raise DataError(f"{path} has schema_version {version!r}; this version of data_pipeline knows "
+        raise DataError(f"{where} has schema_version {version!r}; this version of data_pipeline knows "
                         f"{', '.join(map(str, KNOWN_SCHEMA_VERSIONS))}; {WRITE_HINT} or update data_pipeline")
     missing = [f.name for f in dataclasses.fields(Manifest) if f.name not in doc]
     missing += [f"dataset_info.{k}" for k in DATASET_INFO_KEYS if k not in (doc.get("dataset_info") or {})]
     if missing:
-        raise DataError(f"{path} lacks {', '.join(missing)}; {WRITE_HINT}")
+        raise DataError(f"{where} lacks {', '.join(missing)}; {WRITE_HINT}")
     try:
         shards = [ShardInfo(**entry) for entry in doc["shards"]]
     except TypeError as err:
-        raise DataError(f"{path} has a malformed shard entry ({err}); {WRITE_HINT}") from None
+        raise DataError(f"{where} has a malformed shard entry ({err}); {WRITE_HINT}") from None
     if sum(s.num_samples for s in shards) != doc["num_samples"]:
-        raise DataError(f"{path}: shard sample counts do not add up to num_samples={doc['num_samples']}; {WRITE_HINT}")
+        raise DataError(f"{where}: shard sample counts do not add up to num_samples={doc['num_samples']}; {WRITE_HINT}")
     return Manifest(**{**doc, "shards": shards})
 
 
-def verify_shards(shard_dir: str | os.PathLike) -> Manifest:
-    """Check every shard's size and sha256 against the manifest; DataError naming the first bad one."""
-    manifest = read_manifest(shard_dir)
-    for shard, path in zip(manifest.shards, shard_urls(shard_dir, manifest)):
-        if not os.path.isfile(path):
-            raise DataError(f"shard {path} listed in the manifest is missing; {WRITE_HINT}")
-        if os.path.getsize(path) != shard.bytes or _sha256(path) != shard.sha256:
-            raise DataError(f"shard {path} does not match its manifest checksum (corrupt or replaced); {WRITE_HINT}")
+def verify_shards(shard_dir: str | os.PathLike, s3: S3Options | None = None) -> Manifest:
+    """Check every shard's size and sha256 against the manifest; DataError naming the first bad one.
+
+    Also lists the folder: a shard the manifest does not know is reported (a mixed-up upload).
+    """
+    manifest = read_manifest(shard_dir, s3)
+    store = storage.store_for(shard_dir, s3)
+    present = check_shards_present(shard_dir, manifest, s3)
+    urls = shard_urls(shard_dir, manifest)
+    for shard, url in zip(manifest.shards, urls):
+        with store.open(url) as stream:
+            digest, size = _sha256_stream(stream)
+        if size != shard.bytes or digest != shard.sha256:
+            raise DataError(f"shard {url} does not match its manifest checksum (corrupt or replaced); {WRITE_HINT}")
+    strays = sorted(u for u in set(present) - set(urls) if u.endswith(".tar"))
+    if strays:
+        raise DataError(f"{strays[0]} is a shard the manifest of {os.fspath(shard_dir)} does not list "
+                        f"({len(strays)} such); remove it or rewrite the set")
     return manifest
 
 
+def check_shards_present(shard_dir: str | os.PathLike, manifest: Manifest, s3: S3Options | None = None) -> dict:
+    """One listing: every shard the manifest names is there with its recorded size (DataError if not).
+
+    Cheap enough to run before every training job; catches missing, truncated or replaced shards
+    before any worker starts. Returns the listing ({location: bytes}).
+    """
+    listing = storage.store_for(shard_dir, s3).list_sizes(_base(shard_dir))
+    for shard, url in zip(manifest.shards, shard_urls(shard_dir, manifest)):
+        if url not in listing:
+            raise DataError(f"shard {url} listed in the manifest is missing; {WRITE_HINT}")
+        if listing[url] != shard.bytes:
+            raise DataError(f"shard {url} has {listing[url]} bytes but the manifest says {shard.bytes} "
+                            f"(truncated or replaced); {WRITE_HINT}")
+    return listing
+
+
+def _base(shard_dir: str | os.PathLike) -> str:
+    return os.fspath(shard_dir) if storage.is_remote(shard_dir) else str(local_dir(shard_dir))
+
+
+def _sha256_stream(stream) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    for block in iter(lambda: stream.read(1 << 20), b""):
+        digest.update(block)
+        size += len(block)
+    return digest.hexdigest(), size
+
+
 def _sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return _sha256_stream(f)[0]
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -149,12 +182,19 @@ def _checked_info(images: np.ndarray, labels: np.ndarray, dataset_info: dict) ->
 
 def write_shards(images: np.ndarray, labels: np.ndarray, out_dir: str | os.PathLike, *,
                  samples_per_shard: int = 2000, dataset_info: dict, dataset: str = "custom",
-                 split: str = "train", progress: bool = True) -> Manifest:
+                 split: str = "train", progress: bool = True, s3: S3Options | None = None) -> Manifest:
     """Write images/labels as a shard set in out_dir (replacing an earlier shard set there).
 
     Everything goes to a hidden sibling folder first and is renamed into place at the end, so an
-    interrupted write never leaves a half-written set behind.
+    interrupted write never leaves a half-written set behind. An s3:// out_dir is written to a local
+    temporary folder, then uploaded (see `upload_shard_set`).
     """
+    if storage.is_remote(out_dir):
+        with tempfile.TemporaryDirectory(prefix="seq-jepa-shards-") as tmp:
+            manifest = write_shards(images, labels, Path(tmp) / "set", samples_per_shard=samples_per_shard,
+                                    dataset_info=dataset_info, dataset=dataset, split=split, progress=progress)
+            upload_shard_set(Path(tmp) / "set", os.fspath(out_dir), s3, progress=progress)
+        return manifest
     images, labels = np.asarray(images), np.asarray(labels)
     info = _checked_info(images, labels, dataset_info)
     if images.ndim == 4 and images.shape[3] == 1:
@@ -198,3 +238,25 @@ def _replace_dir(new: Path, dest: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(new, dest)
+
+
+def upload_shard_set(local: str | os.PathLike, url: str, s3: S3Options | None = None, *,
+                     progress: bool = True) -> Manifest:
+    """Copy a complete local shard set to s3://bucket/prefix, replacing a set already there.
+
+    Order matters for readers: the old manifest goes first (the prefix then holds no set rather than
+    a set whose checksums no longer match), the new manifest last (its presence means complete),
+    then shards the new manifest does not list are removed.
+    """
+    manifest = verify_shards(local)
+    store = storage.store_for(url, s3)
+    remote_manifest = storage.join(url, MANIFEST)
+    if store.exists(remote_manifest):
+        store.delete(remote_manifest)
+    for shard in tqdm(manifest.shards, desc=f"uploading to {url}", unit="shard", disable=not progress):
+        store.put_file(local_dir(local) / shard.name, storage.join(url, shard.name))
+    store.put_file(local_dir(local) / MANIFEST, remote_manifest)
+    listed = set(shard_urls(url, manifest))
+    for stray in (u for u in store.list_sizes(url) if u.endswith(".tar") and u not in listed):
+        store.delete(stray)
+    return manifest

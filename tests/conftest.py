@@ -1,14 +1,28 @@
-"""Shared fixtures: real Fashion-MNIST shards, a real local Ray instance, a real MLflow store."""
+"""Shared fixtures: real Fashion-MNIST shards, a real local Ray instance, a real MLflow store, and a
+real S3-compatible HTTP server on 127.0.0.1 (moto's server mode)."""
 
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "120")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# Fake credentials for the local S3 server, set before Ray starts so its workers inherit them; they
+# also keep any test from ever reaching a real AWS account.
+for _key in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN"):
+    os.environ.pop(_key, None)
+os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                   "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": os.devnull,
+                   "AWS_SHARED_CREDENTIALS_FILE": os.devnull, "AWS_EC2_METADATA_DISABLED": "true"})
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DATA_CACHE = Path(os.environ.get("SEQJEPA_TEST_CACHE", "~/seq-jepa/data/cache")).expanduser()
@@ -48,3 +62,42 @@ def tiny_overrides(shards: Path, storage: Path, mlflow_uri: str, name: str) -> l
         "train.epochs=2", "train.steps_per_epoch=3", "train.log_every_steps=1",
         f"run.storage_path={storage}", f"run.name={name}", f"tracking.tracking_uri={mlflow_uri}",
     ]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory) -> str:
+    """URL of a moto S3 server on 127.0.0.1, for the whole session (boto3 talks real HTTP to it)."""
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "server.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/moto-api/", timeout=1)
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the moto S3 server did not start; see {log.name}")
+            time.sleep(0.2)
+    yield url
+    server.terminate()
+    server.wait(timeout=10)
+    log.close()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint) -> str:
+    """A new empty bucket on the test server; returns its name."""
+    import boto3
+
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
+    return name

@@ -128,9 +128,16 @@ def test_verify_shards_names_the_bad_shard(tmp_path):
         verify_shards(tmp_path / "s")
 
 
-def test_shard_locations_file_url_and_s3(tmp_path):
+def test_shard_locations_path_and_file_url_agree_other_schemes_are_refused(tmp_path):
     manifest = write_shards(*_data(), tmp_path / "s", samples_per_shard=10, dataset_info=INFO, progress=False)
     assert read_manifest(f"file://{tmp_path / 's'}") == manifest
     assert shard_urls(f"file://{tmp_path / 's'}", manifest)[0] == str(tmp_path / "s" / "shard-000000.tar")
-    with pytest.raises(DataError, match="s3:// shards are not supported yet"):
-        read_manifest("s3://bucket/shards/train")
+    with pytest.raises(DataError, match="unsupported location gs://bucket/train; use a local path"):
+        read_manifest("gs://bucket/train")
+
+
+def test_verify_shards_reports_a_shard_the_manifest_does_not_list(tmp_path):
+    write_shards(*_data(), tmp_path / "s", samples_per_shard=10, dataset_info=INFO, progress=False)
+    (tmp_path / "s" / "shard-000009.tar").write_bytes(b"stray")
+    with pytest.raises(DataError, match="shard-000009.tar is a shard the manifest .* does not list"):
+        verify_shards(tmp_path / "s")

@@ -129,13 +129,13 @@ def test_prepare_writes_both_splits_and_is_idempotent(tmp_path):
     out = tmp_path / "shards"
     dirs = prepare_fashion_mnist_shards(out, str(raw), str(tmp_path / "cache"), samples_per_shard=8, limit=20,
                                         progress=False)
-    assert {k: v.name for k, v in dirs.items()} == {"train": "train", "val": "val"}
+    assert dirs == {"train": str(out / "train"), "val": str(out / "val")}
     train, val = verify_shards(dirs["train"]), verify_shards(dirs["val"])
     assert (train.num_samples, len(train.shards), val.num_samples) == (20, 3, 12)
     assert train.dataset == "fashion-mnist" and train.dataset_info["class_names"] == fm.CLASS_NAMES
-    stamp = (dirs["train"] / "manifest.json").stat().st_mtime_ns
+    stamp = (out / "train" / "manifest.json").stat().st_mtime_ns
     prepare_fashion_mnist_shards(out, str(tmp_path / "gone"), str(tmp_path / "cache"), 8, 20)  # no-op
-    assert (dirs["train"] / "manifest.json").stat().st_mtime_ns == stamp
+    assert (out / "train" / "manifest.json").stat().st_mtime_ns == stamp
 
 
 def _cli(*args):

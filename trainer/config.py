@@ -27,7 +27,11 @@ from trainer.errors import ConfigError
 @dataclass
 class DataConfig:
     dataset: Literal["fashion-mnist"] = "fashion-mnist"  # the embedded default; more come with the data issue
-    shards: str = "~/seq-jepa/data/shards/fashion-mnist"  # folder (or file:// URL) holding train/ and val/ shard sets
+    shards: str = "~/seq-jepa/data/shards/fashion-mnist"  # folder, file:// or s3://bucket/prefix holding train/ and val/
+    # Object storage: credentials always come from the AWS chain (env, ~/.aws, instance role), never from here.
+    s3_endpoint_url: Optional[str] = None  # S3-compatible endpoint (MinIO, R2, ...); None: AWS_ENDPOINT_URL or AWS
+    s3_region: Optional[str] = None  # None: AWS_REGION / the profile's region
+    s3_profile: Optional[str] = None  # None: AWS_PROFILE / the default chain
     prepare: bool = True  # write the shards from the raw dataset first if they are missing
     source_dir: Optional[str] = None  # folder with the raw IDX files; None: cache, Debian package, then HTTP
     cache_dir: str = "~/seq-jepa/data/cache"  # where fetched raw files are kept
@@ -94,8 +98,9 @@ class TrainConfig:
     epochs: int = 1000
     steps_per_epoch: Optional[int] = None  # cap on steps per epoch; None: one pass over the shards
     seed: int = 42
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast; BatchNorm and the loss stay fp32
-    channels_last: bool = False  # NHWC conv weights: faster convolutions on CPU (oneDNN) and on GPUs
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"  # bf16: autocast, BatchNorm and the loss stay fp32;
+    # auto: bf16 where the worker's CPU/GPU has it natively (trainer/precision.py), else fp32
+    channels_last: bool = False  # NHWC activations: faster convolutions with oneDNN and on GPUs
     log_every_steps: int = 20  # per-step metrics cadence (every report is a barrier across workers)
     eval_every_epochs: int = 1  # validation + probe metrics cadence
     checkpoint_every_epochs: int = 1  # checkpoint cadence (the last epoch is always checkpointed)

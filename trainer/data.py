@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from data_pipeline import ActionSpace, SequenceLoader, build_sequence_loader
+from data_pipeline import ActionSpace, S3Options, SequenceLoader, build_sequence_loader
 from trainer.config import Config
 
 
@@ -15,6 +15,11 @@ def action_space(config: Config) -> ActionSpace:
     d = config.data
     return ActionSpace(rotation_deg=d.rotation_deg, scale_min=d.scale_min, scale_max=d.scale_max,
                        translate=d.translate, brightness=d.brightness, contrast=d.contrast)
+
+
+def s3_options(config: Config) -> S3Options:
+    d = config.data
+    return S3Options(endpoint_url=d.s3_endpoint_url, region=d.s3_region, profile=d.s3_profile)
 
 
 def resolve_shards(shards: str) -> str:
@@ -33,7 +38,8 @@ def build_loader(config: Config, split: str, rank: int, world_size: int) -> Sequ
         f"{config.data.shards.rstrip('/')}/{split}",
         num_views=seq_len + 1, batch_size=batch // world_size, rank=rank, world_size=world_size,
         num_workers=config.data.loader_workers, seed=config.train.seed, action_space=action_space(config),
-        image_size=config.data.image_size, train=train, shuffle_buffer=config.data.shuffle_buffer)
+        image_size=config.data.image_size, train=train, shuffle_buffer=config.data.shuffle_buffer,
+        s3=s3_options(config))
 
 
 def to_model_inputs(batch: dict, device: torch.device, mean: float, std: float):

@@ -15,7 +15,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from data_pipeline import DataError, prepare_fashion_mnist_shards, read_manifest
 from trainer.config import Config, to_dict
-from trainer.data import resolve_shards
+from trainer.data import resolve_shards, s3_options
 from trainer.errors import ConfigError
 from trainer.train_loop import train_worker
 
@@ -35,12 +35,13 @@ def resolve_paths(config: Config) -> Config:
 
 def ensure_dataset(config: Config) -> None:
     """Shards exist and are readable before any worker starts (writing them first if allowed)."""
-    if config.data.prepare and "://" not in config.data.shards:
+    s3 = s3_options(config)
+    if config.data.prepare:
         prepare_fashion_mnist_shards(config.data.shards, config.data.source_dir, config.data.cache_dir,
-                                     config.data.samples_per_shard)
+                                     config.data.samples_per_shard, s3=s3)
     for split in ("train", "val"):
         try:
-            read_manifest(f"{config.data.shards}/{split}")
+            read_manifest(f"{config.data.shards}/{split}", s3)
         except DataError as err:
             raise DataError(f"{err} (data.shards={config.data.shards}; write shards with "
                             "`python -m data_pipeline write fashion-mnist --out DIR` or set data.prepare=true)") from None
