@@ -5,7 +5,8 @@
 
 1. `model`: one seq-JEPA step (ResNet-18 CIFAR stem, 32 px, M=3, batch 32, one process, 2 threads),
    fp32 and bf16 autocast, each with and without `train.channels_last`, on synthetic tensors: pure
-   compute, comparable to the authors' 15 seq/s (26 with bf16) measured on this kind of machine.
+   compute, comparable to the authors' 15 seq/s (26 with bf16) measured on a 2-core AVX512-BF16 machine.
+   On a CPU without native bf16, bf16 is emulated and measured over 2 steps only.
 2. `loop`: one process, no Ray: the default config's loader + train_step (sequences/s, data-wait share).
 3. `ray`: the same config under Ray Train with 1 and with 2 workers (the figures the run logs to MLflow).
 Every setting gets the whole machine. All figures in one run are measured back to back on the same
@@ -27,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from trainer.config import load_config  # noqa: E402
+from trainer.precision import cpu_has_native_bf16, resolve_precision  # noqa: E402
 
 CPUS = os.cpu_count() or 1  # every setting gets the whole machine, split evenly between its workers
 
@@ -40,7 +42,7 @@ def _parts(config, loader, device=torch.device("cpu")):
     probes = OnlineProbes(model.encoder.out_dim, model.token_dim, loader.action_dim, loader.num_classes,
                           config.probe.hidden)
     return Parts(model, build_optimizer(model, config.optim), probes, torch.optim.Adam(probes.parameters()),
-                 device, loader.mean, loader.std, config.train.precision == "bf16")
+                 device, loader.mean, loader.std, resolve_precision(config.train.precision, device)[0] == "bf16")
 
 
 def bench_plain_loop(overrides: list[str], steps: int, warmup: int = 5) -> dict:
@@ -130,10 +132,13 @@ def main() -> None:
     rows = []
     if args.only in (None, "model"):  # first, before Ray's daemons share the CPU
         for precision in ("fp32", "bf16"):
+            emulated = precision == "bf16" and not cpu_has_native_bf16()
             for channels_last in (False, True):
-                rate = bench_model_step(precision, channels_last)
+                # Emulated bf16 is ~20x slower: a few steps are enough to show it.
+                rate = bench_model_step(precision, channels_last, **({"steps": 2, "warmup": 1} if emulated else {}))
                 rows.append((f"model step, ResNet-18 CIFAR stem 32px M=3 b32, {precision}"
-                             f"{', channels_last' if channels_last else ''}", rate, None))
+                             f"{', channels_last' if channels_last else ''}{' (emulated)' if emulated else ''}",
+                             rate, None))
     if args.only in (None, "loop"):
         r = bench_plain_loop(args.overrides, args.steps)
         rows.append(("default config, 1 worker, plain loop", r["seq_per_s"], r["data_wait_frac"]))
@@ -141,7 +146,8 @@ def main() -> None:
         for workers in (1, 2):
             r = bench_ray(args.overrides, workers, args.steps)
             rows.append((f"default config, Ray Train, {workers} worker(s)", r["seq_per_s"], r["data_wait_frac"]))
-    print(f"\n{'setting':<76} {'seq/s':>8} {'data wait':>10}")
+    print(f"\n{CPUS} CPUs, native bf16: {'yes' if cpu_has_native_bf16() else 'no'}, torch {torch.__version__}")
+    print(f"{'setting':<76} {'seq/s':>8} {'data wait':>10}")
     for name, rate, wait in rows:
         print(f"{name:<76} {rate:>8.1f} {'' if wait is None else f'{100 * wait:9.1f}%':>10}")
 

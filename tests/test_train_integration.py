@@ -8,6 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import tiny_overrides
+from trainer.precision import cpu_has_native_bf16
 from trainer.run import main
 
 pytestmark = pytest.mark.integration
@@ -45,6 +46,7 @@ def test_two_fsdp2_workers_train_checkpoint_log_and_resume(ray_local, fashion_mn
     assert 0.0 <= run.data.metrics["inv/acc_agg"] <= 100.0
     assert run.data.params["model.seq_len"] == "2"
     assert run.data.tags["dataset"] == "fashion-mnist"
+    assert run.data.tags["precision"] == ("bf16" if cpu_has_native_bf16() else "fp32")  # `auto` on this CPU
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "model"} <= artifacts
     assert client.get_metric_history(run.info.run_id, "train/loss")[-1].step == 6
@@ -64,5 +66,23 @@ def test_two_ddp_workers_train_and_log_probes(ray_local, fashion_mnist_shards, t
                              "train.precision=bf16"]) == 0
     assert _checkpoints(tmp_path / "runs", name)
     _, run = _the_run(mlflow_uri, name)
+    assert run.data.tags["precision"] == "bf16"  # an explicit choice is kept, emulated or not
+    for key in PROBE_METRICS:
+        assert key in run.data.metrics, f"{key} missing from MLflow"
+
+
+def test_two_workers_train_from_shards_in_s3(ray_local, fashion_mnist_shards, s3_endpoint, s3_bucket, tmp_path,
+                                             mlflow_uri):
+    """The real Fashion-MNIST shards uploaded to the S3 server; both workers stream them over HTTP."""
+    from data_pipeline import S3Options, upload_shard_set
+
+    name, url = "s3-run", f"s3://{s3_bucket}/fashion-mnist"
+    for split in ("train", "val"):
+        upload_shard_set(fashion_mnist_shards / split, f"{url}/{split}", S3Options(endpoint_url=s3_endpoint),
+                         progress=False)
+    overrides = tiny_overrides(url, tmp_path / "runs", mlflow_uri, name)
+    assert main(overrides + [f"data.s3_endpoint_url={s3_endpoint}", "scaling.num_workers=2", "train.epochs=1"]) == 0
+    _, run = _the_run(mlflow_uri, name)
+    assert run.data.params["data.shards"] == url
     for key in PROBE_METRICS:
         assert key in run.data.metrics, f"{key} missing from MLflow"

@@ -114,5 +114,8 @@ class MetricsLogger:
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         self._guard(lambda: self.client.log_batch(self.run_id, metrics=batch))
 
+    def set_tag(self, key: str, value: str) -> None:
+        self._guard(lambda: self.client.set_tag(self.run_id, key, value))
+
     def log_artifact(self, path: str, artifact_path: str | None = None) -> None:
         self._guard(lambda: self.client.log_artifact(self.run_id, path, artifact_path))

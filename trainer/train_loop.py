@@ -28,6 +28,7 @@ from trainer.ema import ema_decay_at, ema_update_
 from trainer.model import SeqJEPA, build_encoder
 from trainer.optim import build_optimizer, lr_at, set_lr
 from trainer.parallel import parallelize, replicate, unwrap
+from trainer.precision import resolve_precision
 from trainer.probes import OnlineProbes, ProbeMetrics, effective_rank, probe_features, probe_loss
 from trainer.tracking import MetricsLogger
 
@@ -155,9 +156,12 @@ def train_worker(loop_config: dict) -> None:
                           config.probe.hidden).to(device)
     model = parallelize(model, config.scaling.parallelism, device)
     probes = replicate(probes, device)
+    precision, precision_warning = resolve_precision(config.train.precision, device)
+    if precision_warning and rank == 0:
+        warnings.warn(precision_warning)
     parts = Parts(model, build_optimizer(model, config.optim), probes,
                   torch.optim.Adam(probes.parameters(), lr=config.probe.lr), device,
-                  train_loader.mean, train_loader.std, config.train.precision == "bf16")
+                  train_loader.mean, train_loader.std, precision == "bf16")
 
     start_epoch, step = 0, 0
     restored = ray.train.get_checkpoint()
@@ -167,6 +171,7 @@ def train_worker(loop_config: dict) -> None:
         start_epoch, step = state["epoch"] + 1, state["step"]
 
     logger = MetricsLogger(mlflow_cfg.get("tracking_uri"), mlflow_cfg.get("run_id"), enabled=rank == 0)
+    logger.set_tag("precision", precision)  # what `train.precision` resolved to on this hardware
     global_batch = config.data.batch_size
     for epoch in range(start_epoch, config.train.epochs):
         train_loader.set_epoch(epoch)
