@@ -9,6 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import tiny_overrides
 from trainer.precision import cpu_has_native_bf16
+from trainer.evaluate import main as evaluate_main
 from trainer.run import main
 
 pytestmark = pytest.mark.integration
@@ -57,6 +58,17 @@ def test_two_fsdp2_workers_train_checkpoint_log_and_resume(ray_local, fashion_mn
     assert resumed.info.run_id == run.info.run_id
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
     assert steps == sorted(set(steps)) and steps[-1] == 9, f"steps did not continue: {steps}"
+
+    # Offline evaluation: the FSDP2 shards of both ranks are reassembled into one frozen model.
+    tiny_eval = ["eval.max_seq_len=3", "eval.train_samples=256", "eval.val_samples=128", "eval.epochs=2",
+                 "eval.hidden=16"]
+    assert evaluate_main([str(tmp_path / "runs" / name), *tiny_eval]) == 0
+    for key in ["eval/inv/acc_agg/M1", "eval/inv/acc_agg/M3", "eval/inv/acc_enc", "eval/equi/r2_enc",
+                "eval/equi/r2_enc/rotation", "eval/equi/r2_agg"]:
+        history = client.get_metric_history(run.info.run_id, key)
+        assert [m.step for m in history] == [9], f"{key}: {history}"
+    assert "eval/results.json" in {a.path for a in client.list_artifacts(run.info.run_id, "eval")}
+    assert evaluate_main([str(tmp_path / "runs" / name), "model.seq_len=4"]) == 2  # the model is the checkpoint's
 
 
 def test_two_ddp_workers_train_and_log_probes(ray_local, fashion_mnist_shards, tmp_path, mlflow_uri):

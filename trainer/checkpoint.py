@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -50,7 +51,34 @@ def load_checkpoint(folder: str | Path, parts: dict[str, tuple[nn.Module, torch.
     for name, (module, optimizer) in parts.items():
         set_state_dict(module, optimizer, model_state_dict=state[name]["model"],
                        optim_state_dict=state[name]["optim"])
-    return json.loads((folder / TRAINER_STATE_FILE).read_text())
+    return read_trainer_state(folder)
+
+
+def latest_checkpoint(location: str | Path) -> Path:
+    """A checkpoint folder as given, or the newest `checkpoint_*` folder of a run folder."""
+    folder = Path(location).expanduser()
+    if (folder / TRAINER_STATE_FILE).is_file():
+        return folder
+    # Ray Train names checkpoints checkpoint_<timestamp>: the name order is the time order.
+    found = sorted(p for p in folder.glob("checkpoint_*") if (p / TRAINER_STATE_FILE).is_file())
+    if not found:
+        raise FileNotFoundError(f"{folder} is neither a checkpoint (no {TRAINER_STATE_FILE}) nor a run folder "
+                                "holding checkpoint_* folders; pass a run folder under run.storage_path")
+    return found[-1]
+
+
+def read_trainer_state(folder: str | Path) -> dict:
+    return json.loads((Path(folder) / TRAINER_STATE_FILE).read_text())
+
+
+def load_model_weights(folder: str | Path, model: nn.Module) -> None:
+    """Load the seq-JEPA weights (online and target encoders included) of a checkpoint into a plain,
+    unsharded model in this process; DCP reassembles the shards that every rank wrote."""
+    state = {"seq_jepa": {"model": model.state_dict()}}
+    with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+        warnings.filterwarnings("ignore", message=".*load in a single process.*")
+        dcp.load(state, checkpoint_id=str(folder), no_dist=not (dist.is_available() and dist.is_initialized()))
+    model.load_state_dict(state["seq_jepa"]["model"])
 
 
 def full_encoder_state(model: nn.Module) -> dict[str, torch.Tensor]:

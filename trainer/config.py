@@ -10,6 +10,7 @@ worker starts. Unknown keys, wrong types and impossible values raise `ConfigErro
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
@@ -94,6 +95,20 @@ class ProbeConfig:
 
 
 @dataclass
+class EvalConfig:
+    """Offline evaluation (`python -m trainer.evaluate`): probes on the frozen model (spec §4)."""
+
+    max_seq_len: int = 8  # z_AGG classifiers for every inference length M_val = 1..this, each its own probe
+    train_samples: Optional[int] = None  # train-split sequences the probes learn from; None: the whole split
+    val_samples: Optional[int] = None  # val-split sequences they are scored on; None: the whole split
+    epochs: int = 100  # passes over the cached features (spec §4.4 recommends 300 at paper scale)
+    lr: float = 1e-3  # Adam, no weight decay (spec §4.4)
+    batch_size: int = 256
+    hidden: int = 1024  # width of the MLP regressor of the relative action (spec §3.6)
+    seed: int = 0  # probe initialisation and minibatch order
+
+
+@dataclass
 class TrainConfig:
     epochs: int = 1000
     steps_per_epoch: Optional[int] = None  # cap on steps per epoch; None: one pass over the shards
@@ -138,6 +153,7 @@ class Config:
     ema: EmaConfig = field(default_factory=EmaConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
     run: RunConfig = field(default_factory=RunConfig)
@@ -268,17 +284,22 @@ def _read_yaml(path: Path) -> dict:
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
     """YAML file (default: the embedded default) + dotted overrides -> validated Config."""
-    tree = _read_yaml(Path(path) if path else DEFAULT_CONFIG_PATH)
+    return config_from_dict(_read_yaml(Path(path) if path else DEFAULT_CONFIG_PATH), overrides)
+
+
+def config_from_dict(tree: dict, overrides: list[str] = (), allowed_sections: tuple[str, ...] | None = None) -> Config:
+    """Rebuild a Config from `to_dict` output (a checkpoint, a worker's config), plus dotted overrides.
+
+    `allowed_sections` limits which sections the overrides may touch (e.g. what a finished
+    checkpoint's evaluation may change without contradicting the trained model).
+    """
+    tree = copy.deepcopy(tree)
     for text in overrides:
         key_path, value = _parse_override(text)
+        if allowed_sections is not None and key_path[0] not in allowed_sections:
+            raise ConfigError(f"cannot override '{'.'.join(key_path)}' here; only "
+                              f"{', '.join(s + '.*' for s in allowed_sections)} keys can be set")
         _set_nested(tree, key_path, value)
-    config = _build(Config, tree)
-    validate(config)
-    return config
-
-
-def config_from_dict(tree: dict) -> Config:
-    """Rebuild a Config from `to_dict` output (a checkpoint, a worker's config)."""
     config = _build(Config, tree)
     validate(config)
     return config
@@ -344,3 +365,10 @@ def validate(c: Config) -> None:
                  f"the global batch is split evenly across workers (try {max(workers, batch // workers * workers)})")
     _require(c.probe.lr > 0 and c.probe.hidden >= 1, "probe.lr must be > 0 and probe.hidden >= 1")
     _require(c.probe.val_batches is None or c.probe.val_batches >= 1, "probe.val_batches must be >= 1 or null")
+    _require(c.eval.max_seq_len >= 1, f"eval.max_seq_len must be >= 1, got {c.eval.max_seq_len}")
+    for key in ("train_samples", "val_samples"):
+        value = getattr(c.eval, key)
+        _require(value is None or value >= 1, f"eval.{key} must be >= 1 or null, got {value}")
+    _require(c.eval.epochs >= 1 and c.eval.batch_size >= 1 and c.eval.hidden >= 1,
+             "eval.epochs, eval.batch_size and eval.hidden must be >= 1")
+    _require(c.eval.lr > 0, f"eval.lr must be > 0, got {c.eval.lr}")

@@ -31,12 +31,23 @@ def resolve_shards(shards: str) -> str:
 
 
 def build_loader(config: Config, split: str, rank: int, world_size: int) -> SequenceLoader:
+    """The training loader (train split: shuffled, fresh views every epoch) or the validation one."""
     train = split == "train"
     seq_len = config.model.seq_len if train else config.eval_seq_len
     batch = config.data.batch_size if train else config.data.val_batch_size
+    return _loader(config, split, seq_len + 1, batch // world_size, rank, world_size, train)
+
+
+def build_frozen_view_loader(config: Config, split: str, num_views: int) -> SequenceLoader:
+    """One process reading a whole split in order, with views fixed by the seed (offline evaluation)."""
+    return _loader(config, split, num_views, config.data.val_batch_size, 0, 1, train=False)
+
+
+def _loader(config: Config, split: str, num_views: int, batch: int, rank: int, world_size: int,
+            train: bool) -> SequenceLoader:
     return build_sequence_loader(
         f"{config.data.shards.rstrip('/')}/{split}",
-        num_views=seq_len + 1, batch_size=batch // world_size, rank=rank, world_size=world_size,
+        num_views=num_views, batch_size=batch, rank=rank, world_size=world_size,
         num_workers=config.data.loader_workers, seed=config.train.seed, action_space=action_space(config),
         image_size=config.data.image_size, train=train, shuffle_buffer=config.data.shuffle_buffer,
         s3=s3_options(config))

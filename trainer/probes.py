@@ -95,16 +95,22 @@ class ProbeMetrics:
                    "val/loss": float(counts[3] / n)}
         for i, key in enumerate(("enc", "agg")):
             sum_y, sum_y2, sse = rest.view(2, 3, -1)[i]
-            total = sum_y2 - sum_y * sum_y / n
-            # A constant target dimension (a disabled transformation) has no variance to explain.
-            valid = total > 1e-12
-            r2 = torch.where(valid, 1 - sse / total.clamp(min=1e-12), torch.zeros_like(total))
-            metrics[f"equi/r2_{key}"] = float(r2[valid].mean()) if valid.any() else 0.0
-            for group, dims in self.groups.items():
-                group_valid = valid[dims]
-                if group_valid.any():
-                    metrics[f"equi/r2_{key}/{group}"] = float(r2[dims][group_valid].mean())
+            metrics.update(summarise_r2(sse, sum_y2 - sum_y * sum_y / n, self.groups, f"equi/r2_{key}"))
         return metrics
+
+
+def summarise_r2(sse: torch.Tensor, total: torch.Tensor, groups: dict[str, list[int]], name: str) -> dict[str, float]:
+    """Per-dimension R² = 1 - SSE_d / SS_tot,d, averaged overall (`name`) and per action group (`name/group`).
+
+    A constant target dimension (a disabled transformation) has no variance to explain and is left out.
+    """
+    valid = total > 1e-12
+    r2 = torch.where(valid, 1 - sse / total.clamp(min=1e-12), torch.zeros_like(total))
+    metrics = {name: float(r2[valid].mean()) if valid.any() else 0.0}
+    for group, dims in groups.items():
+        if valid[dims].any():
+            metrics[f"{name}/{group}"] = float(r2[dims][valid[dims]].mean())
+    return metrics
 
 
 def effective_rank(features: torch.Tensor) -> float:

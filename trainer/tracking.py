@@ -57,15 +57,26 @@ def git_commit() -> str:
         return os.environ.get("GIT_COMMIT", "unknown")
 
 
+def _find_run(client, experiment_id: str, name: str) -> str | None:
+    existing = client.search_runs([experiment_id], filter_string=f"tags.`{RUN_NAME_TAG}` = '{name}'",
+                                  max_results=1, order_by=["attributes.start_time DESC"])
+    return existing[0].info.run_id if existing else None
+
+
+def find_run(config: Config, uri: str) -> str | None:
+    """The id of the MLflow run of `config.run.name`, or None if this store has none."""
+    client = _client(uri)
+    experiment = client.get_experiment_by_name(config.tracking.experiment)
+    return None if experiment is None else _find_run(client, experiment.experiment_id, config.run.name)
+
+
 def start_or_resume_run(config: Config, uri: str) -> tuple[str, bool]:
     """Return (run_id, resumed). A run with the same `run.name` in the experiment is continued."""
     client = _client(uri)
     experiment_id = _experiment_id(client, uri, config.tracking.experiment)
     name = config.run.name
-    existing = client.search_runs([experiment_id], filter_string=f"tags.`{RUN_NAME_TAG}` = '{name}'",
-                                  max_results=1, order_by=["attributes.start_time DESC"])
-    if existing:
-        run_id = existing[0].info.run_id
+    run_id = _find_run(client, experiment_id, name)
+    if run_id is not None:
         client.update_run(run_id, status="RUNNING")
         return run_id, True
     tags = {RUN_NAME_TAG: name, "git_commit": git_commit(), "dataset": config.data.dataset,
