@@ -21,6 +21,7 @@ from tests.test_train_integration import PROBE_METRICS, _checkpoints, _the_run
 
 pytestmark = pytest.mark.integration
 
+
 def _ray_cli() -> list[str]:
     """The `ray` command of this interpreter's environment (not whatever `ray` is first on PATH)."""
     return [sys.executable, "-c", "import sys; from ray.scripts.scripts import main; sys.exit(main())"]

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
+import tarfile
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import tiny_overrides
-from trainer.precision import cpu_has_native_bf16
 from trainer.evaluate import main as evaluate_main
+from trainer.precision import cpu_has_native_bf16
 from trainer.run import main
 
 pytestmark = pytest.mark.integration
@@ -81,6 +83,30 @@ def test_two_ddp_workers_train_and_log_probes(ray_local, fashion_mnist_shards, t
     assert run.data.tags["precision"] == "bf16"  # an explicit choice is kept, emulated or not
     for key in PROBE_METRICS:
         assert key in run.data.metrics, f"{key} missing from MLflow"
+
+
+def _break_first_images(shard_set: Path, per_shard: int) -> None:
+    """Overwrite the PNG bodies of the first samples of every shard, keeping every byte count."""
+    for shard in shard_set.glob("shard-*.tar"):
+        with tarfile.open(shard) as tar:
+            offsets = [m.offset_data for m in tar.getmembers() if m.name.endswith(".png")][:per_shard]
+        with open(shard, "r+b") as f:
+            for offset in offsets:
+                f.seek(offset + 16)  # past the PNG signature and the IHDR length/tag: the header CRC fails
+                f.write(b"\0" * 16)
+
+
+def test_corrupt_samples_are_skipped_counted_and_logged(ray_local, fashion_mnist_shards, tmp_path, mlflow_uri):
+    shards = tmp_path / "shards"
+    shutil.copytree(fashion_mnist_shards, shards)
+    _break_first_images(shards / "train", per_shard=150)  # more than the shuffle buffer: every rank meets some
+    name = "corrupt-run"
+    overrides = tiny_overrides(shards, tmp_path / "runs", mlflow_uri, name)
+    assert main(overrides + ["scaling.num_workers=2", "train.epochs=1"]) == 0
+    client, run = _the_run(mlflow_uri, name)
+    skipped = client.get_metric_history(run.info.run_id, "data/skipped_samples")
+    assert skipped and skipped[-1].value >= 2, skipped
+    assert client.get_metric_history(run.info.run_id, "train/loss")[-1].step == 3  # every step was taken
 
 
 def test_two_workers_train_from_shards_in_s3(ray_local, fashion_mnist_shards, s3_endpoint, s3_bucket, tmp_path,

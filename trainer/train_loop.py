@@ -125,11 +125,10 @@ def evaluate(p: Parts, loader, action_groups: dict, max_batches: int | None) -> 
     return result
 
 
-def _mean_across_ranks(values: list[float], device: torch.device) -> list[float]:
+def _sum_across_ranks(values: list[float], device: torch.device) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=device)
     if dist.is_initialized():
         dist.all_reduce(t)
-        t /= dist.get_world_size()
     return t.tolist()
 
 
@@ -191,13 +190,17 @@ def train_worker(loop_config: dict) -> None:
             window_steps += 1
             if step % config.train.log_every_steps == 0 or window_steps == steps_per_epoch:
                 elapsed = time.perf_counter() - window_start
-                loss_mean, wait_frac = _mean_across_ranks([window_loss / window_steps, window_wait / elapsed], device)
+                skipped = train_loader.corrupt_samples + val_loader.corrupt_samples
+                loss_sum, wait_sum, skipped = _sum_across_ranks(
+                    [window_loss / window_steps, window_wait / elapsed, skipped], device)
+                loss_mean, wait_frac = loss_sum / world, wait_sum / world
                 if not math.isfinite(loss_mean):
                     raise FloatingPointError(f"training loss became {loss_mean} at step {step}; lower optim.lr "
                                              "or set optim.grad_clip")
                 logger.log_metrics({"train/loss": loss_mean, "train/lr": lr, "train/ema_decay": decay,
                                     "train/samples_per_s": global_batch * window_steps / elapsed,
-                                    "train/data_wait_frac": wait_frac, "train/epoch": epoch}, step)
+                                    "train/data_wait_frac": wait_frac, "train/epoch": epoch,
+                                    "data/skipped_samples": skipped}, step)
                 window_loss, window_wait, window_start, window_steps = 0.0, 0.0, time.perf_counter(), 0
 
         metrics = {"epoch": epoch, "step": step}
