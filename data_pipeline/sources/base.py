@@ -1,0 +1,94 @@
+"""The contract every dataset source implements, and small helpers they share.
+
+Write time (raw files -> shards):
+
+    read_split(root, split, **options) -> SourceSplit
+
+  `SourceSplit.samples` yields one dict per sample, the webdataset fields as bytes (keys are
+  extensions without the leading dot: "image.png", "label.cls", "latents.npy", ...);
+  `num_samples` is known up front (progress bars, manifests); `fields` describes each key for the
+  manifest; `dataset_info` holds at least DATASET_INFO_KEYS (num_classes, class_names, channels,
+  height, width, mean, std; mean/std per channel, on [0, 1] intensities).
+
+Load time (shards -> batches), in DataLoader worker processes:
+
+    composer.decode(sample)                          # dict of field bytes -> a record; raises on corrupt data
+    composer.compose(records, num_views, generator)  # list of records -> the batch contract below
+
+The batch contract (design.md): `views` uint8 (B, V, C, S, S), the last view the prediction target;
+`actions` float32 (B, V, A) absolute per view; `rel_actions` float32 (B, V-1, A), index j the action
+from view j to view j+1; `label` int64 (B,); extra keys a probe needs may follow. All randomness
+comes from `generator`, so a seed fixes the batch. A composer is a frozen dataclass (it is pickled
+into worker processes) with `action_dim` and `action_groups` ({group name: action dims}).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any, Iterator, Protocol
+
+import numpy as np
+import torch
+from PIL import Image
+
+DATASET_INFO_KEYS = ("num_classes", "class_names", "channels", "height", "width", "mean", "std")
+
+
+@dataclass
+class SourceSplit:
+    samples: Iterator[dict[str, bytes]]
+    num_samples: int
+    fields: dict[str, str]
+    dataset_info: dict
+
+
+class Composer(Protocol):
+    action_dim: int
+    action_groups: dict[str, list[int]]
+
+    def decode(self, sample: dict[str, bytes]) -> Any: ...
+
+    def compose(self, records: list, num_views: int, generator: torch.Generator) -> dict[str, torch.Tensor]: ...
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """Lossless PNG of a uint8 (H, W) or (H, W, 3) array."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def decode_image(data: bytes, mode: str | None = None) -> np.ndarray:
+    """PNG/JPEG bytes -> uint8 array (H, W) or (H, W, C); `mode` ("L", "RGB") converts first."""
+    with Image.open(io.BytesIO(data)) as image:
+        if mode is not None and image.mode != mode:
+            image = image.convert(mode)
+        return np.asarray(image).copy()
+
+
+def encode_npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def decode_npy(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def encode_label(label: int) -> bytes:
+    return str(int(label)).encode("ascii")
+
+
+def decode_label(data: bytes, num_classes: int) -> int:
+    label = int(data.decode("ascii"))
+    if not 0 <= label < num_classes:
+        raise ValueError(f"label {label} outside 0..{num_classes - 1}")
+    return label
