@@ -1,8 +1,13 @@
-"""`python -m data_pipeline`: fetch Fashion-MNIST, write it as shard sets, upload and verify shard sets.
+"""`python -m data_pipeline`: write the paper's datasets as shard sets, upload and verify shard sets.
 
   python -m data_pipeline fetch fashion-mnist [--source-dir D] [--cache-dir C]
   python -m data_pipeline write fashion-mnist --out DIR|s3://BUCKET/PREFIX [--source-dir D] [--cache-dir C]
                                               [--samples-per-shard N] [--limit N]
+  python -m data_pipeline write DATASET --source-dir RAW --out DIR|s3://BUCKET/PREFIX [--splits S ...]
+        DATASET: cifar100 (the cifar-100-python folder), tinyimagenet (tiny-imagenet-200),
+                 3diebench (SIE's layout; --index-dir, --image-size 128; split ood reads 3DIEBench-OOD),
+                 stl10 (stl10_binary; --saliency-dir), imagenet (train/ val/ class folders; --saliency-dir,
+                 --image-size 224)
   python -m data_pipeline upload LOCAL_SET s3://BUCKET/PREFIX     # one split's set (a folder with manifest.json)
   python -m data_pipeline verify DIR|s3://BUCKET/PREFIX          # checksums of every shard against the manifest
 
@@ -17,6 +22,7 @@ import sys
 import time
 
 from data_pipeline import storage
+from data_pipeline.datasets import DATASETS, write_dataset
 from data_pipeline.errors import DataError
 from data_pipeline.fashion_mnist import locate_or_fetch_fashion_mnist
 from data_pipeline.prepare import SPLITS, write_split
@@ -35,16 +41,22 @@ def _add_s3_options(cmd: argparse.ArgumentParser) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m data_pipeline", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in (("fetch", "locate or download the IDX files; print their folder"),
-                            ("write", "write the train/ and val/ shard sets")):
+    for name, help_text in (("fetch", "locate or download the Fashion-MNIST IDX files; print their folder"),
+                            ("write", "write a dataset's splits as shard sets (OUT/<split>)")):
         cmd = commands.add_parser(name, help=help_text)
-        cmd.add_argument("dataset", choices=["fashion-mnist"])
-        cmd.add_argument("--source-dir", help="folder already holding the four IDX files (plain or .gz)")
+        cmd.add_argument("dataset", choices=["fashion-mnist"] + (list(DATASETS) if name == "write" else []))
+        cmd.add_argument("--source-dir", help="the raw dataset's folder (fashion-mnist: the four IDX files; "
+                                              "optional, else cache, Debian package, HTTP)")
         cmd.add_argument("--cache-dir", default=DEFAULT_CACHE, help=f"where fetched files are kept ({DEFAULT_CACHE})")
         if name == "write":
-            cmd.add_argument("--out", required=True, help="output folder or s3://bucket/prefix; gets train/ and val/")
+            cmd.add_argument("--out", required=True, help="output folder or s3://bucket/prefix; gets one set per split")
+            cmd.add_argument("--splits", nargs="+", help="the splits to write (default: all the dataset's usual ones)")
             cmd.add_argument("--samples-per-shard", type=int, default=2000)
             cmd.add_argument("--limit", type=int, help="keep only the first N samples of each split")
+            cmd.add_argument("--image-size", type=int, help="3diebench: stored view side (128); "
+                                                            "imagenet: stored shorter side (224)")
+            cmd.add_argument("--index-dir", help="3diebench: folder of the split index .npy files (default: source)")
+            cmd.add_argument("--saliency-dir", help="stl10/imagenet: folder of the saliency maps (optional)")
             _add_s3_options(cmd)
     upload = commands.add_parser("upload", help="copy a local shard set to s3://bucket/prefix")
     upload.add_argument("local")
@@ -71,18 +83,33 @@ def _run(args) -> None:
         manifest = verify_shards(args.location, _s3(args))
         print(f"ok: {len(manifest.shards)} shards, {manifest.num_samples} samples match {args.location}/manifest.json")
         return
+    if args.dataset != "fashion-mnist":
+        if not args.source_dir:
+            raise DataError(f"writing {args.dataset} needs --source-dir, the folder holding the raw dataset")
+        options = {"image_size": args.image_size, "index_dir": args.index_dir, "saliency_root": args.saliency_dir}
+        base = args.out if storage.is_remote(args.out) else str(storage.local_path(args.out))
+        start = time.perf_counter()
+        manifests = write_dataset(args.dataset, args.source_dir, base, splits=tuple(args.splits or ()) or None,
+                                  samples_per_shard=args.samples_per_shard, limit=args.limit, s3=_s3(args), **options)
+        for split, manifest in manifests.items():
+            _report(split, manifest, start, storage.join(base, split))
+        return
     raw_dir = locate_or_fetch_fashion_mnist(args.source_dir, args.cache_dir)
     if args.command == "fetch":
         print(raw_dir)
         return
     base = args.out if storage.is_remote(args.out) else str(storage.local_path(args.out))
-    for split in SPLITS:
+    for split in args.splits or SPLITS:
         start = time.perf_counter()
         out = storage.join(base, split)
         manifest = write_split(raw_dir, split, out, args.samples_per_shard, args.limit, s3=_s3(args))
-        size = sum(s.bytes for s in manifest.shards)
-        print(f"{split}: {len(manifest.shards)} shards, {manifest.num_samples} samples, {size / 1e6:.1f} MB, "
-              f"{time.perf_counter() - start:.1f} s -> {out}")
+        _report(split, manifest, start, out)
+
+
+def _report(split: str, manifest, start: float, out: str) -> None:
+    size = sum(s.bytes for s in manifest.shards)
+    print(f"{split}: {len(manifest.shards)} shards, {manifest.num_samples} samples, {size / 1e6:.1f} MB, "
+          f"{time.perf_counter() - start:.1f} s -> {out}")
 
 
 def main(argv: list[str] | None = None) -> int:

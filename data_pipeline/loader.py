@@ -8,24 +8,20 @@ process only receives finished uint8 batches.
 from __future__ import annotations
 
 import contextlib
-import io
 import multiprocessing
 import random
 import warnings
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
-import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from data_pipeline import sharding, storage
 from data_pipeline.errors import DataError
 from data_pipeline.shards import WRITE_HINT, Manifest, check_shards_present, read_manifest, shard_urls
+from data_pipeline.sources.base import Composer
 from data_pipeline.storage import S3Options
-from data_pipeline.transforms import (ACTION_DIM, ACTION_GROUPS, ActionSpace, absolute_actions, relative_actions,
-                                      render_views, sample_params)
 
 
 class _SkipCounter:
@@ -44,22 +40,8 @@ class _SkipCounter:
         warnings.warn(f"skipping corrupt data in {where}: {err}", RuntimeWarning, stacklevel=2)
 
 
-def _decode(sample: dict, info: dict) -> tuple[np.ndarray, int]:
-    """(image uint8 (H, W) or (H, W, C), label) from one raw sample; raises on anything off."""
-    with Image.open(io.BytesIO(sample["image.png"])) as img:
-        image = np.asarray(img)
-    expected = (info["height"], info["width"]) + (() if info["channels"] == 1 else (info["channels"],))
-    if image.dtype != np.uint8 or image.shape != expected:
-        raise ValueError(f"image is {image.dtype} {image.shape}, the manifest says uint8 {expected}")
-    label = int(sample["label.cls"].decode("ascii"))
-    if not 0 <= label < info["num_classes"]:
-        raise ValueError(f"label {label} outside 0..{info['num_classes'] - 1}")
-    return image, label
-
-
-def _read_samples(paths: list[str], info: dict, skips: _SkipCounter,
-                  s3: S3Options | None) -> Iterator[tuple[np.ndarray, int]]:
-    """Decoded samples of the shards in order, skipping (and counting) corrupt ones."""
+def _read_samples(paths: list[str], composer: Composer, skips: _SkipCounter, s3: S3Options | None) -> Iterator:
+    """Decoded records of the shards in order, skipping (and counting) corrupt ones."""
     store = storage.store_for(paths[0], s3) if paths else None
     for path in paths:
         try:
@@ -75,7 +57,7 @@ def _read_samples(paths: list[str], info: dict, skips: _SkipCounter,
             files = tar_file_expander([{"url": path, "stream": stream}], handler=unreadable)
             for sample in group_by_keys(files, handler=unreadable):
                 try:
-                    yield _decode(sample, info)
+                    yield composer.decode(sample)
                 except Exception as err:  # any decoding failure (PIL raises several kinds) = corrupt sample
                     skips.skip(f"sample {sample.get('__key__')} of {path}", err)
 
@@ -127,8 +109,7 @@ class _SequenceStream(IterableDataset):
     def __init__(self, loader: "SequenceLoader", shards_per_worker: list[list[str]], seed_keys: tuple[int, ...]):
         self.shards_per_worker = shards_per_worker
         self.seed_keys = seed_keys  # (seed, train, epoch, attempt, rank): with the worker id, fixes all randomness
-        self.info = loader.manifest.dataset_info
-        self.space, self.num_views, self.image_size = loader.action_space, loader.num_views, loader.image_size
+        self.composer, self.num_views = loader.composer, loader.num_views
         self.batch_size, self.train, self.shuffle_buffer = loader.batch_size, loader.train, loader.shuffle_buffer
         self.skips = loader._skips
         self.s3 = loader.s3
@@ -136,23 +117,33 @@ class _SequenceStream(IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         worker = get_worker_info()
         wid = worker.id if worker is not None else 0
-        samples = _read_samples(self.shards_per_worker[wid], self.info, self.skips, self.s3)
+        records = _read_samples(self.shards_per_worker[wid], self.composer, self.skips, self.s3)
         if self.train:
             rng = random.Random(sharding.derive_seed(*self.seed_keys, wid, sharding.SHUFFLE))
-            samples = _shuffled(samples, self.shuffle_buffer, rng)
+            records = _shuffled(records, self.shuffle_buffer, rng)
         generator = torch.Generator().manual_seed(sharding.derive_seed(*self.seed_keys, wid, sharding.VIEWS))
-        for chunk in _batched(samples, self.batch_size, drop_last=self.train):
-            yield self._make_batch(chunk, generator)
+        for chunk in _batched(records, self.batch_size, drop_last=self.train):
+            with _one_thread():
+                batch = self._compose(chunk, generator)
+            if batch is not None:
+                yield batch
 
-    def _make_batch(self, chunk: list[tuple[np.ndarray, int]], generator: torch.Generator) -> dict:
-        images = torch.from_numpy(np.stack([image for image, _ in chunk]))
-        images = images.unsqueeze(1) if images.dim() == 3 else images.permute(0, 3, 1, 2).contiguous()
-        with _one_thread():
-            params = sample_params(len(chunk), self.num_views, self.space, generator)
-            return {"views": render_views(images, params, self.image_size),
-                    "actions": absolute_actions(params, self.space),
-                    "rel_actions": relative_actions(params, self.space),
-                    "label": torch.tensor([label for _, label in chunk], dtype=torch.int64)}
+    def _compose(self, chunk: list, generator: torch.Generator) -> dict | None:
+        """The chunk's batch; a record that only fails here (e.g. a view that does not decode) is skipped,
+        counted, and the batch is composed from the others (None if none is left)."""
+        state = generator.get_state()
+        try:
+            return self.composer.compose(chunk, self.num_views, generator)
+        except Exception:  # noqa: BLE001 - find the culprits one by one, then go on without them
+            generator.set_state(state)
+        good = []
+        for index, record in enumerate(chunk):
+            try:
+                self.composer.compose([record], self.num_views, torch.Generator().manual_seed(index))
+                good.append(record)
+            except Exception as err:  # noqa: BLE001
+                self.skips.skip(f"a record of a batch ({type(self.composer).__name__}.compose)", err)
+        return self.composer.compose(good, self.num_views, generator) if good else None
 
 
 class SequenceLoader:
@@ -162,15 +153,15 @@ class SequenceLoader:
     absolute, rel_actions float32 (B, V-1, 7) from view j to j+1, label int64 (B,).
     """
 
-    def __init__(self, shard_dir: str, manifest: Manifest, *, num_views: int, batch_size: int, rank: int,
-                 world_size: int, num_workers: int, seed: int, action_space: ActionSpace, image_size: int,
-                 train: bool, shuffle_buffer: int, s3: S3Options | None = None):
-        self.shard_dir, self.manifest, self.s3 = shard_dir, manifest, s3
+    def __init__(self, shard_dir: str, manifest: Manifest, *, composer: Composer, num_views: int, batch_size: int,
+                 rank: int, world_size: int, num_workers: int, seed: int, train: bool, shuffle_buffer: int,
+                 s3: S3Options | None = None):
+        self.shard_dir, self.manifest, self.s3, self.composer = shard_dir, manifest, s3, composer
         self.paths = shard_urls(shard_dir, manifest)
         self.counts = [s.num_samples for s in manifest.shards]
         self.num_views, self.batch_size, self.rank, self.world_size = num_views, batch_size, rank, world_size
-        self.num_workers, self.seed, self.action_space = num_workers, seed, action_space
-        self.image_size, self.train, self.shuffle_buffer = image_size, train, shuffle_buffer
+        self.num_workers, self.seed = num_workers, seed
+        self.train, self.shuffle_buffer = train, shuffle_buffer
         self.epoch = 0
         self._skips = _SkipCounter()
 
@@ -236,46 +227,59 @@ class SequenceLoader:
         return int(self.manifest.dataset_info["channels"])
 
     @property
-    def mean(self) -> float:
-        return float(self.manifest.dataset_info["mean"])
+    def mean(self) -> list[float]:
+        """Per-channel mean of [0, 1] intensities (a manifest may hold one number for all channels)."""
+        return self._per_channel("mean")
 
     @property
-    def std(self) -> float:
-        return float(self.manifest.dataset_info["std"])
+    def std(self) -> list[float]:
+        return self._per_channel("std")
+
+    def _per_channel(self, key: str) -> list[float]:
+        value = self.manifest.dataset_info[key]
+        values = [float(v) for v in value] if isinstance(value, (list, tuple)) else [float(value)] * self.channels
+        if len(values) != self.channels:
+            raise DataError(f"{self.shard_dir}: dataset_info.{key} has {len(values)} values for {self.channels} channels")
+        return values
 
     @property
     def action_dim(self) -> int:
-        return ACTION_DIM
+        return self.composer.action_dim
 
     @property
     def action_groups(self) -> dict[str, list[int]]:
-        return {k: list(v) for k, v in ACTION_GROUPS.items()}
+        return {k: list(v) for k, v in self.composer.action_groups.items()}
 
-def build_sequence_loader(shard_dir: str, *, num_views: int, batch_size: int, rank: int, world_size: int,
-                          num_workers: int, seed: int, action_space: ActionSpace, image_size: int, train: bool,
+def build_sequence_loader(shard_dir: str, *, composer: Composer | Callable[[Manifest], Composer], num_views: int,
+                          batch_size: int, rank: int, world_size: int, num_workers: int, seed: int, train: bool,
                           shuffle_buffer: int = 1000, s3: S3Options | None = None) -> SequenceLoader:
-    """A SequenceLoader for one rank over the shard set in shard_dir (a path, file:// or s3:// URL)."""
+    """A SequenceLoader for one rank over the shard set in shard_dir (a path, file:// or s3:// URL).
+
+    `composer` turns the set's samples into sequences (`data_pipeline.sources`); pass a function of
+    the manifest to build one that depends on the stored data (its geometry, its dataset).
+    """
     problems = [msg for bad, msg in [
         (num_views < 2, f"num_views must be >= 2 (M observed views + 1 target), got {num_views}"),
         (batch_size < 1, f"batch_size must be >= 1, got {batch_size}"),
         (not 0 <= rank < world_size, f"need 0 <= rank < world_size, got rank {rank}, world_size {world_size}"),
         (num_workers < 0, f"num_workers must be >= 0, got {num_workers}"),
         (seed < 0, f"seed must be >= 0, got {seed}"),
-        (image_size < 1, f"image_size must be >= 1, got {image_size}"),
         (shuffle_buffer < 1, f"shuffle_buffer must be >= 1, got {shuffle_buffer}"),
     ] if bad]
     if problems:
         raise DataError(f"invalid loader settings: {'; '.join(problems)}")
     manifest = read_manifest(shard_dir, s3)
+    if not hasattr(composer, "compose"):
+        composer = composer(manifest)
     check_shards_present(shard_dir, manifest, s3)  # here, not later inside a DataLoader worker's traceback
     readers = world_size * max(1, num_workers)
     if len(manifest.shards) < readers:
         raise DataError(f"{shard_dir} has {len(manifest.shards)} shards but {world_size} ranks x {max(1, num_workers)} "
                         f"loader workers need at least {readers}; rewrite the shards with a smaller samples_per_shard "
                         f"(now up to {max((s.num_samples for s in manifest.shards), default=0)}) or use fewer loader workers")
-    loader = SequenceLoader(shard_dir, manifest, num_views=num_views, batch_size=batch_size, rank=rank,
-                            world_size=world_size, num_workers=num_workers, seed=seed, action_space=action_space,
-                            image_size=image_size, train=train, shuffle_buffer=shuffle_buffer, s3=s3)
+    loader = SequenceLoader(shard_dir, manifest, composer=composer, num_views=num_views, batch_size=batch_size,
+                            rank=rank, world_size=world_size, num_workers=num_workers, seed=seed, train=train,
+                            shuffle_buffer=shuffle_buffer, s3=s3)
     if train and len(loader) == 0:
         raise DataError(f"{shard_dir}: some rank's loader workers hold fewer than batch_size={batch_size} samples "
                         "each, so training would take no step; lower the batch size or the loader workers")

@@ -1,4 +1,7 @@
-"""Fashion-MNIST IDX files -> train/ and val/ shard sets (what the CLI and the trainer run)."""
+"""A run's train/ and val/ shard sets, written before training when they are not there yet.
+
+Fashion-MNIST is located or fetched by itself; the paper's datasets are written from `source_dir`.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import os
 from pathlib import Path
 
 from data_pipeline import fashion_mnist, storage
+from data_pipeline.datasets import write_dataset
 from data_pipeline.errors import DataError
 from data_pipeline.shards import Manifest, check_shards_present, read_manifest, write_shards
 from data_pipeline.storage import S3Options
@@ -20,6 +24,23 @@ def _complete(split_dir: str, s3: S3Options | None) -> bool:
     except DataError:
         return False
     return True
+
+
+def prepare_shards(dataset: str, out_dir: str | os.PathLike, source_dir: str | None, cache_dir: str,
+                   samples_per_shard: int, *, progress: bool = True, s3: S3Options | None = None) -> dict[str, str]:
+    """`out_dir/train` and `out_dir/val` of `dataset`, written unless both are already complete."""
+    if dataset == "fashion-mnist":
+        return prepare_fashion_mnist_shards(out_dir, source_dir, cache_dir, samples_per_shard, progress=progress, s3=s3)
+    base = os.fspath(out_dir) if storage.is_remote(out_dir) else str(storage.local_path(out_dir))
+    dirs = {split: storage.join(base, split) for split in SPLITS}
+    if all(_complete(d, s3) for d in dirs.values()):
+        return dirs
+    if source_dir is None:
+        raise DataError(f"no complete {dataset} shard sets under {base}; write them with `python -m data_pipeline write "
+                        f"{dataset} --source-dir RAW --out {base}` or set data.source_dir to the raw dataset's folder")
+    write_dataset(dataset, source_dir, base, splits=SPLITS, samples_per_shard=samples_per_shard, progress=progress,
+                  s3=s3)
+    return dirs
 
 
 def prepare_fashion_mnist_shards(out_dir: str | os.PathLike, source_dir: str | None, cache_dir: str,
@@ -44,6 +65,8 @@ def write_split(raw_dir: Path, split: str, split_dir: str | os.PathLike, samples
     """One split of the IDX files in raw_dir as a shard set in split_dir (always rewritten)."""
     if limit is not None and limit < 1:
         raise DataError(f"limit must be >= 1, got {limit}")
+    if split not in SPLITS:
+        raise DataError(f"fashion-mnist has no split {split!r}; its splits are {', '.join(SPLITS)}")
     images, labels = fashion_mnist.load_split(raw_dir, split)
     return write_shards(images[:limit], labels[:limit], split_dir, samples_per_shard=samples_per_shard,
                         dataset_info=fashion_mnist.dataset_info(), dataset="fashion-mnist", split=split,

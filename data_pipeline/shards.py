@@ -9,21 +9,22 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
+import itertools
 import json
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import webdataset as wds
-from PIL import Image
 from tqdm import tqdm
 
 from data_pipeline import storage
 from data_pipeline.errors import DataError
+from data_pipeline.sources.base import DATASET_INFO_KEYS, encode_label, encode_png
 from data_pipeline.storage import S3Options
 
 SCHEMA_VERSION = 1
@@ -31,7 +32,6 @@ KNOWN_SCHEMA_VERSIONS = (1,)
 MANIFEST = "manifest.json"
 FIELDS = {"image.png": "source image, lossless PNG (8-bit grayscale or RGB)",
           "label.cls": "class index as ASCII decimal"}
-DATASET_INFO_KEYS = ("num_classes", "class_names", "channels", "height", "width", "mean", "std")
 WRITE_HINT = "rewrite it with `python -m data_pipeline write fashion-mnist --out DIR`"
 
 
@@ -156,12 +156,6 @@ def _sha256(path: str | os.PathLike) -> str:
         return _sha256_stream(f)[0]
 
 
-def _png(image: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def _checked_info(images: np.ndarray, labels: np.ndarray, dataset_info: dict) -> dict:
     """dataset_info completed with the image geometry, which must agree with the array."""
     if images.dtype != np.uint8 or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[3] not in (1, 3)):
@@ -183,24 +177,38 @@ def _checked_info(images: np.ndarray, labels: np.ndarray, dataset_info: dict) ->
 def write_shards(images: np.ndarray, labels: np.ndarray, out_dir: str | os.PathLike, *,
                  samples_per_shard: int = 2000, dataset_info: dict, dataset: str = "custom",
                  split: str = "train", progress: bool = True, s3: S3Options | None = None) -> Manifest:
-    """Write images/labels as a shard set in out_dir (replacing an earlier shard set there).
-
-    Everything goes to a hidden sibling folder first and is renamed into place at the end, so an
-    interrupted write never leaves a half-written set behind. An s3:// out_dir is written to a local
-    temporary folder, then uploaded (see `upload_shard_set`).
-    """
-    if storage.is_remote(out_dir):
-        with tempfile.TemporaryDirectory(prefix="seq-jepa-shards-") as tmp:
-            manifest = write_shards(images, labels, Path(tmp) / "set", samples_per_shard=samples_per_shard,
-                                    dataset_info=dataset_info, dataset=dataset, split=split, progress=progress)
-            upload_shard_set(Path(tmp) / "set", os.fspath(out_dir), s3, progress=progress)
-        return manifest
+    """Write images/labels (one `image.png` + `label.cls` sample each) as a shard set; see `write_samples`."""
     images, labels = np.asarray(images), np.asarray(labels)
     info = _checked_info(images, labels, dataset_info)
     if images.ndim == 4 and images.shape[3] == 1:
         images = images[..., 0]  # PIL writes single-channel arrays as (H, W) grayscale
+    samples = ({"image.png": encode_png(image), "label.cls": encode_label(label)} for image, label in zip(images, labels))
+    return write_samples(samples, len(images), out_dir, fields=dict(FIELDS), dataset_info=info,
+                         samples_per_shard=samples_per_shard, dataset=dataset, split=split, progress=progress, s3=s3)
+
+
+def write_samples(samples: Iterable[dict[str, bytes]], num_samples: int, out_dir: str | os.PathLike, *,
+                  fields: dict[str, str], dataset_info: dict, samples_per_shard: int = 2000, dataset: str = "custom",
+                  split: str = "train", progress: bool = True, s3: S3Options | None = None) -> Manifest:
+    """Write encoded samples ({field: bytes}) as a shard set in out_dir, replacing an earlier set there.
+
+    Everything goes to a hidden sibling folder first and is renamed into place at the end, so an
+    interrupted write never leaves a half-written set behind. An s3:// out_dir is written to a local
+    temporary folder, then uploaded (see `upload_shard_set`). `num_samples` is the count the source
+    announced; a source that yields another number is an error (the manifest would lie).
+    """
+    missing = [k for k in DATASET_INFO_KEYS if k not in dataset_info]
+    if missing:
+        raise DataError(f"dataset_info lacks {', '.join(missing)}")
     if samples_per_shard < 1:
         raise DataError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
+    if storage.is_remote(out_dir):
+        with tempfile.TemporaryDirectory(prefix="seq-jepa-shards-") as tmp:
+            manifest = write_samples(samples, num_samples, Path(tmp) / "set", fields=fields, dataset_info=dataset_info,
+                                     samples_per_shard=samples_per_shard, dataset=dataset, split=split,
+                                     progress=progress)
+            upload_shard_set(Path(tmp) / "set", os.fspath(out_dir), s3, progress=progress)
+        return manifest
     out = local_dir(out_dir)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).exists())):
         raise DataError(f"{out} exists and is not a shard set; choose an empty or new output folder")
@@ -208,20 +216,25 @@ def write_shards(images: np.ndarray, labels: np.ndarray, out_dir: str | os.PathL
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; the finished set should be readable like any folder
     try:
-        shards = []
-        bar = tqdm(total=len(images), desc=f"writing {split} shards", unit="img", disable=not progress)
-        for start in range(0, len(images), samples_per_shard):
+        shards, written = [], 0
+        bar = tqdm(total=num_samples, desc=f"writing {split} shards", unit="sample", disable=not progress)
+        iterator = iter(samples)
+        while True:
+            chunk = list(itertools.islice(iterator, samples_per_shard))
+            if not chunk:
+                break
             name = f"shard-{len(shards):06d}.tar"
-            stop = min(start + samples_per_shard, len(images))
             # mtime=0 makes the tar bytes, hence the checksums, reproducible.
             with wds.TarWriter(str(tmp / name), encoder=False, mtime=0) as sink:
-                for i in range(start, stop):
-                    sink.write({"__key__": f"{i:08d}", "image.png": _png(images[i]),
-                                "label.cls": str(int(labels[i])).encode("ascii")})
-            bar.update(stop - start)
-            shards.append(ShardInfo(name, stop - start, _sha256(tmp / name), (tmp / name).stat().st_size))
+                for i, sample in enumerate(chunk, start=written):
+                    sink.write({"__key__": f"{i:08d}", **sample})
+            written += len(chunk)
+            bar.update(len(chunk))
+            shards.append(ShardInfo(name, len(chunk), _sha256(tmp / name), (tmp / name).stat().st_size))
         bar.close()
-        manifest = Manifest(SCHEMA_VERSION, dataset, split, len(images), shards, dict(FIELDS), info)
+        if written != num_samples:
+            raise DataError(f"the {dataset} source announced {num_samples} {split} samples but gave {written}")
+        manifest = Manifest(SCHEMA_VERSION, dataset, split, written, shards, dict(fields), dict(dataset_info))
         (tmp / MANIFEST).write_text(manifest.to_json())
         _replace_dir(tmp, out)
     finally:

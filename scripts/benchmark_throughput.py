@@ -34,6 +34,7 @@ CPUS = os.cpu_count() or 1  # every setting gets the whole machine, split evenly
 
 
 def _parts(config, loader, device=torch.device("cpu")):
+    from trainer.data import normalisation
     from trainer.optim import build_optimizer
     from trainer.probes import OnlineProbes
     from trainer.train_loop import Parts, build_model
@@ -42,7 +43,7 @@ def _parts(config, loader, device=torch.device("cpu")):
     probes = OnlineProbes(model.encoder.out_dim, model.token_dim, loader.action_dim, loader.num_classes,
                           config.probe.hidden)
     return Parts(model, build_optimizer(model, config.optim), probes, torch.optim.Adam(probes.parameters()),
-                 device, loader.mean, loader.std, resolve_precision(config.train.precision, device)[0] == "bf16")
+                 device, *normalisation(loader, device), resolve_precision(config.train.precision, device)[0] == "bf16")
 
 
 def bench_plain_loop(overrides: list[str], steps: int, warmup: int = 5) -> dict:

@@ -1,5 +1,6 @@
 """The streaming sequence loader: sharding across ranks/workers, lengths, seeding, corrupt data."""
 
+import functools
 import io
 import json
 from collections import Counter
@@ -11,6 +12,7 @@ import webdataset as wds
 from PIL import Image
 
 from data_pipeline import ACTION_DIM, ActionSpace, DataError, build_sequence_loader, write_shards
+from data_pipeline.sources.affine import AffineComposer
 
 INFO = {"num_classes": 10, "class_names": [str(i) for i in range(10)], "mean": 0.5, "std": 0.25}
 IDENTITY = ActionSpace(rotation_deg=0, scale_min=1, scale_max=1, translate=0, brightness=0, contrast=0)
@@ -51,9 +53,9 @@ def make_shards(folder, sizes, corrupt=()):
 
 def loader(shards, *, rank=0, world_size=1, num_workers=0, train=True, batch_size=4, seed=0,
            space=IDENTITY, num_views=3):
-    return build_sequence_loader(str(shards), num_views=num_views, batch_size=batch_size, rank=rank,
-                                 world_size=world_size, num_workers=num_workers, seed=seed, action_space=space,
-                                 image_size=SIDE + 4, train=train, shuffle_buffer=8)
+    return build_sequence_loader(str(shards), composer=functools.partial(AffineComposer.for_shards, space, SIDE + 4),
+                                 num_views=num_views, batch_size=batch_size, rank=rank, world_size=world_size,
+                                 num_workers=num_workers, seed=seed, train=train, shuffle_buffer=8)
 
 
 def sample_ids(batch) -> list[int]:
@@ -76,7 +78,7 @@ def test_batch_format(tmp_path):
     assert batch["actions"].shape == (4, 4, ACTION_DIM) and batch["actions"].dtype == torch.float32
     assert batch["rel_actions"].shape == (4, 3, ACTION_DIM) and batch["rel_actions"].dtype == torch.float32
     assert batch["label"].dtype == torch.int64 and batch["label"].shape == (4,)
-    assert (ld.num_classes, ld.channels, ld.mean, ld.std, ld.action_dim) == (10, 1, 0.5, 0.25, 7)
+    assert (ld.num_classes, ld.channels, ld.mean, ld.std, ld.action_dim) == (10, 1, [0.5], [0.25], 7)  # per channel
     assert ld.action_groups["translation"] == [3, 4]
     rel = batch["rel_actions"]  # index j = view j -> j+1
     assert torch.allclose(rel[..., 2:], batch["actions"][:, 1:, 2:] - batch["actions"][:, :-1, 2:], atol=1e-6)

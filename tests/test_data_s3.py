@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from botocore.exceptions import ConnectionClosedError
 
 from data_pipeline import (ActionSpace, DataError, S3Options, build_sequence_loader, read_manifest,
                            upload_shard_set, verify_shards, write_shards)
+from data_pipeline.sources.affine import AffineComposer
 from data_pipeline.storage import S3Store, expand_urls
 from tests.conftest import PROJECT_ROOT, free_port
 
@@ -27,9 +29,9 @@ def _data(n=40, side=8):
 
 
 def _loader(location, s3=None, rank=0, world=1):
-    return build_sequence_loader(location, num_views=3, batch_size=4, rank=rank, world_size=world, num_workers=0,
-                                 seed=7, action_space=ActionSpace(), image_size=12, train=True, shuffle_buffer=16,
-                                 s3=s3)
+    return build_sequence_loader(location, composer=functools.partial(AffineComposer.for_shards, ActionSpace(), 12),
+                                 num_views=3, batch_size=4, rank=rank, world_size=world, num_workers=0, seed=7,
+                                 train=True, shuffle_buffer=16, s3=s3)
 
 
 def _keys(endpoint, bucket, prefix=""):
@@ -85,7 +87,7 @@ def test_cli_writes_to_s3_and_verifies(s3_endpoint, s3_bucket, tmp_path):
     done = cli("write", "fashion-mnist", "--out", url, "--source-dir", str(raw), "--samples-per-shard", "8",
                "--limit", "20")
     assert done.returncode == 0, done.stderr
-    assert f"train: 3 shards, 20 samples" in done.stdout and f"-> {url}/val" in done.stdout
+    assert "train: 3 shards, 20 samples" in done.stdout and f"-> {url}/val" in done.stdout
     done = cli("verify", f"{url}/train")
     assert done.returncode == 0 and "ok: 3 shards, 20 samples" in done.stdout
     client, key = boto3.client("s3", endpoint_url=s3_endpoint), "fashion-mnist/train/shard-000001.tar"

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from data_pipeline import DataError, read_manifest, verify_shards, write_shards
-from data_pipeline.shards import shard_urls
+from data_pipeline.shards import shard_urls, write_samples
 
 INFO = {"num_classes": 10, "class_names": [str(i) for i in range(10)], "mean": 0.5, "std": 0.25}
 
@@ -64,15 +64,23 @@ def test_rewrite_replaces_set_and_leaves_no_temporary_folders(tmp_path):
                                                                   "shard-000001.tar"]
 
 
-def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
-    import data_pipeline.shards as shards
-
-    def fail(image):
+def test_interrupted_write_leaves_nothing(tmp_path):
+    def samples_then_interrupt():
+        for i in range(25):  # two full shards are on disk when the interruption comes
+            yield {"image.png": b"x", "label.cls": b"0"}
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(shards, "_png", fail)
     with pytest.raises(KeyboardInterrupt):
-        write_shards(*_data(), tmp_path / "s", dataset_info=INFO, progress=False)
+        write_samples(samples_then_interrupt(), 30, tmp_path / "s", fields={}, samples_per_shard=10,
+                      dataset_info={**INFO, "channels": 1, "height": 1, "width": 1}, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_source_that_yields_fewer_samples_than_announced_is_refused(tmp_path):
+    samples = ({"image.png": b"x", "label.cls": b"0"} for _ in range(5))
+    with pytest.raises(DataError, match="announced 6 train samples but gave 5"):
+        write_samples(samples, 6, tmp_path / "s", fields={}, dataset="toy",
+                      dataset_info={**INFO, "channels": 1, "height": 1, "width": 1}, progress=False)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -27,17 +27,19 @@ from trainer.errors import ConfigError
 
 @dataclass
 class DataConfig:
-    dataset: Literal["fashion-mnist"] = "fashion-mnist"  # the embedded default; more come with the data issue
+    # fashion-mnist (the embedded default, fetched and written on first use) or a paper dataset whose shards
+    # `python -m data_pipeline write DATASET` wrote (or that data.source_dir lets the run write itself)
+    dataset: Literal["fashion-mnist", "cifar100", "tinyimagenet", "3diebench", "stl10", "imagenet"] = "fashion-mnist"
     shards: str = "~/seq-jepa/data/shards/fashion-mnist"  # folder, file:// or s3://bucket/prefix holding train/ and val/
     # Object storage: credentials always come from the AWS chain (env, ~/.aws, instance role), never from here.
     s3_endpoint_url: Optional[str] = None  # S3-compatible endpoint (MinIO, R2, ...); None: AWS_ENDPOINT_URL or AWS
     s3_region: Optional[str] = None  # None: AWS_REGION / the profile's region
     s3_profile: Optional[str] = None  # None: AWS_PROFILE / the default chain
     prepare: bool = True  # write the shards from the raw dataset first if they are missing
-    source_dir: Optional[str] = None  # folder with the raw IDX files; None: cache, Debian package, then HTTP
+    source_dir: Optional[str] = None  # the raw dataset's folder; fashion-mnist: None = cache, Debian package, HTTP
     cache_dir: str = "~/seq-jepa/data/cache"  # where fetched raw files are kept
     samples_per_shard: int = 2000  # shard size when preparing shards
-    image_size: int = 32  # side of the rendered views, pixels
+    image_size: Optional[int] = None  # side of the views (fashion-mnist, cifar100, tinyimagenet); None: natural size
     batch_size: int = 256  # GLOBAL batch (sequences per optimizer step), split evenly across workers
     loader_workers: int = 1  # DataLoader worker processes per training worker
     shuffle_buffer: int = 2000  # samples held for shuffling inside each loader worker
@@ -49,6 +51,16 @@ class DataConfig:
     translate: float = 0.15  # shift ~ U(-t, t), fraction of the image side
     brightness: float = 0.3  # additive brightness ~ U(-b, b)
     contrast: float = 0.3  # contrast factor ~ log-uniform(1-c, 1+c)
+    # Load-time options of the paper's datasets (spec §1.4, §2); each applies to its dataset only.
+    latent_type: Literal["rot", "rotcolor", "color", "all"] = "rot"  # 3diebench: what the actions hold
+    canonical_quaternions: bool = True  # 3diebench: every quaternion with w >= 0; false: the original's signs
+    blur: bool = True  # cifar100/tinyimagenet: blur and its sigma action; false: the original's --no-blur
+    legacy_action_norm: bool = False  # cifar100/tinyimagenet: the original's L2 norm across views (spec §7.C6)
+    fovea_size: int = 32  # stl10/imagenet: side of a glimpse, pixels
+    use_saliency: bool = True  # stl10/imagenet: fixations drawn from the saliency map, else uniformly
+    inhibition_of_return: bool = True  # stl10/imagenet: no fixation inside an earlier glimpse's square
+    legacy_patch_transpose: bool = False  # stl10/imagenet: the original's transposed foveae (spec §7.C1)
+    crop_size: Optional[int] = None  # imagenet: RandomResizedCrop side before the glimpses; None: centre square
 
 
 @dataclass
@@ -351,7 +363,11 @@ def validate(c: Config) -> None:
     _require(c.scaling.num_workers >= 1, f"scaling.num_workers must be >= 1, got {c.scaling.num_workers}")
     _require(c.scaling.cpus_per_worker > 0, "scaling.cpus_per_worker must be > 0")
     _require(c.scaling.torch_threads is None or c.scaling.torch_threads >= 1, "scaling.torch_threads must be >= 1")
-    _require(c.data.image_size >= 8, f"data.image_size must be >= 8, got {c.data.image_size}")
+    _require(c.data.image_size is None or c.data.image_size >= 8, f"data.image_size must be >= 8 or null, got "
+                                                                    f"{c.data.image_size}")
+    _require(c.data.fovea_size >= 4, f"data.fovea_size must be >= 4, got {c.data.fovea_size}")
+    _require(c.data.crop_size is None or c.data.crop_size >= c.data.fovea_size,
+             f"data.crop_size must be >= data.fovea_size or null, got {c.data.crop_size}")
     _require(c.data.loader_workers >= 0, "data.loader_workers must be >= 0")
     _require(c.data.samples_per_shard >= 1, "data.samples_per_shard must be >= 1")
     _require(c.data.shuffle_buffer >= 1, "data.shuffle_buffer must be >= 1")

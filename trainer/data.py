@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
 import torch
 
-from data_pipeline import ActionSpace, S3Options, SequenceLoader, build_sequence_loader
+from data_pipeline import ActionSpace, Manifest, S3Options, SequenceLoader, build_sequence_loader
+from data_pipeline.sources.affine import AffineComposer
+from data_pipeline.sources.augmented import AugmentationComposer
+from data_pipeline.sources.base import Composer
+from data_pipeline.sources.glimpses import GlimpseComposer
+from data_pipeline.sources.threedie import ThreeDIEComposer
+from data_pipeline.transforms import CANVAS_MARGIN
 from trainer.config import Config
 
 
@@ -46,14 +53,35 @@ def build_frozen_view_loader(config: Config, split: str, num_views: int) -> Sequ
 def _loader(config: Config, split: str, num_views: int, batch: int, rank: int, world_size: int,
             train: bool) -> SequenceLoader:
     return build_sequence_loader(
-        f"{config.data.shards.rstrip('/')}/{split}",
+        f"{config.data.shards.rstrip('/')}/{split}", composer=functools.partial(build_composer, config),
         num_views=num_views, batch_size=batch, rank=rank, world_size=world_size,
-        num_workers=config.data.loader_workers, seed=config.train.seed, action_space=action_space(config),
-        image_size=config.data.image_size, train=train, shuffle_buffer=config.data.shuffle_buffer,
-        s3=s3_options(config))
+        num_workers=config.data.loader_workers, seed=config.train.seed, train=train,
+        shuffle_buffer=config.data.shuffle_buffer, s3=s3_options(config))
 
 
-def to_model_inputs(batch: dict, device: torch.device, mean: float, std: float):
+def build_composer(config: Config, manifest: Manifest) -> Composer:
+    """How a shard set's samples become sequences: the dataset its manifest names, set up from `data.*`."""
+    d, info = config.data, manifest.dataset_info
+    if manifest.dataset in ("cifar100", "tinyimagenet"):
+        return AugmentationComposer.for_dataset(info, blur=d.blur, legacy_view_norm=d.legacy_action_norm,
+                                                image_size=d.image_size)
+    if manifest.dataset == "3diebench":
+        return ThreeDIEComposer(latent_type=d.latent_type, canonical_quaternions=d.canonical_quaternions)
+    if manifest.dataset in ("stl10", "imagenet"):
+        return GlimpseComposer(fovea_size=d.fovea_size, use_saliency=d.use_saliency,
+                               inhibition_of_return=d.inhibition_of_return, legacy_transpose=d.legacy_patch_transpose,
+                               crop=d.crop_size)
+    # Fashion-MNIST and any image + label set: one image under sampled affine/photometric transformations.
+    size = d.image_size or max(info["height"], info["width"]) + CANVAS_MARGIN
+    return AffineComposer.for_shards(action_space(config), size, manifest)
+
+
+def normalisation(loader: SequenceLoader, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The shard set's per-channel mean and std as (C, 1, 1) tensors on the device, made once."""
+    return tuple(torch.tensor(values, device=device).view(-1, 1, 1) for values in (loader.mean, loader.std))
+
+
+def to_model_inputs(batch: dict, device: torch.device, mean: torch.Tensor, std: torch.Tensor):
     """uint8 views -> normalised float on the device; split observed views from the target view."""
     views = batch["views"].to(device, non_blocking=True).float().div_(255.0).sub_(mean).div_(std)
     rel_actions = batch["rel_actions"].to(device, non_blocking=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from trainer.data import to_model_inputs
+from trainer.data import normalisation, to_model_inputs
 from trainer.model import SeqJEPA
 
 
@@ -37,10 +37,11 @@ def extract_features(model: SeqJEPA, loader, max_seq_len: int, limit: int | None
     model.eval()
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("z_enc", "z_agg", "z_agg_view2", "action", "label")}
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+    mean, std = normalisation(loader, device)
     seen = 0
     with tqdm(total=limit, desc=desc, unit="seq") as bar:
         for batch in loader:
-            views, _, rel_actions = to_model_inputs(batch, device, loader.mean, loader.std)  # all but the last view
+            views, _, rel_actions = to_model_inputs(batch, device, mean, std)  # all but the last view
             views, rel_actions = views[:, :max(2, max_seq_len)], rel_actions[:, :max(2, max_seq_len)]
             B, K = views.shape[:2]
             with amp:

@@ -13,7 +13,7 @@ from pathlib import Path
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from data_pipeline import DataError, prepare_fashion_mnist_shards, read_manifest
+from data_pipeline import DataError, prepare_shards, read_manifest
 from trainer.config import Config, to_dict
 from trainer.data import resolve_shards, s3_options
 from trainer.errors import ConfigError
@@ -35,16 +35,18 @@ def resolve_paths(config: Config) -> Config:
 
 def ensure_dataset(config: Config) -> None:
     """Shards exist and are readable before any worker starts (writing them first if allowed)."""
-    s3 = s3_options(config)
-    if config.data.prepare:
-        prepare_fashion_mnist_shards(config.data.shards, config.data.source_dir, config.data.cache_dir,
-                                     config.data.samples_per_shard, s3=s3)
+    s3, d = s3_options(config), config.data
+    if d.prepare:
+        prepare_shards(d.dataset, d.shards, d.source_dir, d.cache_dir, d.samples_per_shard, s3=s3)
     for split in ("train", "val"):
         try:
-            read_manifest(f"{config.data.shards}/{split}", s3)
+            manifest = read_manifest(f"{d.shards}/{split}", s3)
         except DataError as err:
-            raise DataError(f"{err} (data.shards={config.data.shards}; write shards with "
-                            "`python -m data_pipeline write fashion-mnist --out DIR` or set data.prepare=true)") from None
+            raise DataError(f"{err} (data.shards={d.shards}; write shards with "
+                            f"`python -m data_pipeline write {d.dataset} --out DIR` or set data.prepare=true)") from None
+        if manifest.dataset != d.dataset:
+            raise DataError(f"data.dataset={d.dataset} but the shards at {d.shards}/{split} hold {manifest.dataset}; "
+                            f"set data.dataset={manifest.dataset} or point data.shards at {d.dataset} shards")
 
 
 def build_trainer(config: Config, tracking: dict | None = None, callbacks: list | None = None) -> TorchTrainer:

@@ -23,7 +23,7 @@ from torch import nn
 
 from trainer import checkpoint as ckpt
 from trainer.config import Config, config_from_dict
-from trainer.data import build_loader, to_model_inputs
+from trainer.data import build_loader, normalisation, to_model_inputs
 from trainer.ema import ema_decay_at, ema_update_
 from trainer.model import SeqJEPA, build_encoder
 from trainer.optim import build_optimizer, lr_at, set_lr
@@ -51,8 +51,8 @@ class Parts:
     probes: nn.Module
     probe_optimizer: torch.optim.Optimizer
     device: torch.device
-    mean: float
-    std: float
+    mean: torch.Tensor  # (C, 1, 1) per-channel normalisation, on the device
+    std: torch.Tensor
     autocast: bool
 
     def checkpointables(self) -> dict:
@@ -160,7 +160,7 @@ def train_worker(loop_config: dict) -> None:
         warnings.warn(precision_warning)
     parts = Parts(model, build_optimizer(model, config.optim), probes,
                   torch.optim.Adam(probes.parameters(), lr=config.probe.lr), device,
-                  train_loader.mean, train_loader.std, precision == "bf16")
+                  *normalisation(train_loader, device), precision == "bf16")
 
     start_epoch, step = 0, 0
     restored = ray.train.get_checkpoint()

@@ -1,0 +1,60 @@
+"""Sequences of one image under known affine and photometric transformations (the embedded default).
+
+Used for Fashion-MNIST (and any image + label shard set): each sequence is M+1 views of one source
+image under rotation, scale, translation, brightness and contrast, whose sampled parameters are the
+actions (see `data_pipeline.transforms` for the conventions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from data_pipeline.sources.base import decode_image, decode_label
+from data_pipeline.transforms import (ACTION_DIM, ACTION_GROUPS, ActionSpace, absolute_actions, relative_actions,
+                                      render_views, sample_params)
+
+
+@dataclass(frozen=True)
+class AffineComposer:
+    space: ActionSpace
+    image_size: int  # side of the rendered views
+    height: int  # the stored images' geometry and label range, from the manifest
+    width: int
+    channels: int
+    num_classes: int
+
+    @classmethod
+    def for_shards(cls, space: ActionSpace, image_size: int, manifest) -> "AffineComposer":
+        """The composer for a shard set, its geometry and label range taken from the set's manifest."""
+        info = manifest.dataset_info
+        return cls(space, image_size, height=info["height"], width=info["width"], channels=info["channels"],
+                   num_classes=info["num_classes"])
+
+    @property
+    def action_dim(self) -> int:
+        return ACTION_DIM
+
+    @property
+    def action_groups(self) -> dict[str, list[int]]:
+        return {k: list(v) for k, v in ACTION_GROUPS.items()}
+
+    def decode(self, sample: dict[str, bytes]) -> tuple[np.ndarray, int]:
+        """(image uint8 (H, W) or (H, W, C), label); raises on anything that disagrees with the manifest."""
+        image = decode_image(sample["image.png"])
+        expected = (self.height, self.width) + (() if self.channels == 1 else (self.channels,))
+        if image.dtype != np.uint8 or image.shape != expected:
+            raise ValueError(f"image is {image.dtype} {image.shape}, the manifest says uint8 {expected}")
+        return image, decode_label(sample["label.cls"], self.num_classes)
+
+    def compose(self, records: list[tuple[np.ndarray, int]], num_views: int,
+                generator: torch.Generator) -> dict[str, torch.Tensor]:
+        images = torch.from_numpy(np.stack([image for image, _ in records]))
+        images = images.unsqueeze(1) if images.dim() == 3 else images.permute(0, 3, 1, 2).contiguous()
+        params = sample_params(len(records), num_views, self.space, generator)
+        return {"views": render_views(images, params, self.image_size),
+                "actions": absolute_actions(params, self.space),
+                "rel_actions": relative_actions(params, self.space),
+                "label": torch.tensor([label for _, label in records], dtype=torch.int64)}

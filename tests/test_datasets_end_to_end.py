@@ -1,0 +1,85 @@
+"""Every paper dataset, from its raw on-disk format to a model step: `python -m data_pipeline write`,
+then the trainer's own loader and composer, then seq-JEPA's forward and backward on the batch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from data_pipeline.__main__ import main as data_cli
+from tests.test_source_3diebench import object_path, write_object
+from tests.test_source_cifar import cifar_rows, dump, write_tinyimagenet
+from tests.test_source_pls import write_imagenet, write_stl10
+from trainer.config import load_config
+from trainer.data import build_loader, normalisation, to_model_inputs
+from trainer.launch import ensure_dataset
+from trainer.train_loop import build_model
+
+
+def _cifar100(root):
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    dump({"fine_label_names": [f"class{i:03d}" for i in range(100)]}, folder / "meta", py2=False)
+    for name, n in (("train", 24), ("test", 12)):
+        images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+        dump({"data": cifar_rows(images), "fine_labels": list(rng.integers(0, 100, n))}, folder / name, py2=False)
+    return folder, []
+
+
+def _3diebench(root):
+    rng = np.random.default_rng(0)
+    for i in range(6):  # two synsets of three objects
+        write_object(root / object_path(i).strip("/"), i, range(6), rng)
+    for split, objects in (("train", [0, 1, 3, 4]), ("val", [2, 5])):
+        np.save(root / f"{split}_images.npy", np.array([object_path(i) for i in objects]))
+        np.save(root / f"{split}_labels.npy", np.array([i // 3 for i in objects], np.int64))
+    return root, ["--image-size", "16"]
+
+
+def _stl10(root):
+    write_stl10(root)
+    return root, []
+
+
+def _imagenet(root):
+    write_imagenet(root, sizes=((40, 60), (50, 30), (48, 48)))
+    return root, ["--image-size", "32"]
+
+
+RAW = {"cifar100": _cifar100, "tinyimagenet": lambda root: (write_tinyimagenet(root), []), "3diebench": _3diebench,
+       "stl10": _stl10, "imagenet": _imagenet}
+MODEL = ["model.encoder=convnet", "model.conv_width=4", "model.seq_len=2", "model.num_layers=1",
+         "model.action_proj_dim=8", "model.pred_hidden=16", "data.loader_workers=0", "scaling.num_workers=1",
+         "data.shuffle_buffer=4", "data.batch_size=2", "data.val_batch_size=2"]
+
+
+@pytest.mark.parametrize("dataset", sorted(RAW))
+def test_raw_files_to_shards_to_a_training_step(dataset, tmp_path):
+    raw, options = RAW[dataset](tmp_path / "raw")
+    out = tmp_path / "shards"
+    assert data_cli(["write", dataset, "--source-dir", str(raw), "--out", str(out), "--samples-per-shard", "2",
+                     "--splits", "train", "val", *options]) == 0
+    config = load_config(None, MODEL + [f"data.dataset={dataset}", f"data.shards={out}", "data.prepare=false",
+                                        "data.fovea_size=16"])
+    ensure_dataset(config)
+    loader = build_loader(config, "train", 0, 1)
+    batch = next(iter(loader))
+    assert batch["views"].dtype == torch.uint8 and batch["views"].shape[:3] == (2, 3, loader.channels)
+    assert batch["rel_actions"].shape == (2, 2, loader.action_dim)
+
+    model = build_model(config, loader.action_dim, loader.channels)
+    obs, target, rel_actions = to_model_inputs(batch, torch.device("cpu"), *normalisation(loader, torch.device("cpu")))
+    out = model(obs, target, rel_actions)
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and model.encoder.blocks[0][0].weight.grad is not None
+
+
+def test_shards_of_another_dataset_are_refused_before_training(tmp_path):
+    raw, _ = _cifar100(tmp_path / "raw")
+    assert data_cli(["write", "cifar100", "--source-dir", str(raw), "--out", str(tmp_path / "s")]) == 0
+    config = load_config(None, MODEL + ["data.dataset=3diebench", f"data.shards={tmp_path / 's'}",
+                                        "data.prepare=false"])
+    with pytest.raises(Exception, match="data.dataset=3diebench but the shards .* hold cifar100"):
+        ensure_dataset(config)
