@@ -1,0 +1,186 @@
+"""Sequences per second the data pipeline delivers, against a naive per-file loader and the trainer's appetite.
+
+    python scripts/benchmark_data.py                 # both datasets, local and S3, 0/1/2 loader workers (~6 min)
+    python scripts/benchmark_data.py --objects 100   # a smaller 3DIEBench-like set
+
+Two shard sets, M = 3 (4 views per sequence):
+* `fashion-mnist`: the embedded default (28 px sources rendered to 32 px views);
+* `3diebench-like`: a synthetic object set in SIE's on-disk layout (50 views per object, 256 px JPEG
+  renders with smooth content and random latents), written to shards at 128 px by the real source.
+Each is read from local disk and from a moto S3 server on 127.0.0.1 (real HTTP, boto3), with 0, 1
+and 2 DataLoader workers, batch 64, one process. The naive loader does what the official code does
+per sequence: open each of the M+1 drawn views' JPEG file, decode it, resize it to 128 px, convert
+and normalise it, load its latent .npy, one after the other. The trainer's appetite is one training
+worker's full step (ResNet-18, standard stem, 128 px, M = 3, batch 32, 2 threads, the paper's
+3DIEBench setting) on this machine. All figures come from one run: compare them as ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from data_pipeline import S3Options, build_sequence_loader, prepare_fashion_mnist_shards, upload_shard_set  # noqa: E402
+from data_pipeline.datasets import write_dataset  # noqa: E402
+from data_pipeline.sources.affine import AffineComposer  # noqa: E402
+from data_pipeline.sources.threedie import ThreeDIEComposer  # noqa: E402
+from data_pipeline.transforms import ActionSpace  # noqa: E402
+
+NUM_VIEWS, BATCH, VIEWS_PER_OBJECT, RENDER_SIDE, SIDE = 4, 64, 50, 256, 128
+MEAN, STD = np.array([0.5016, 0.5037, 0.5060]), np.array([0.1030, 0.0999, 0.0969])
+
+
+def make_3diebench_like(root: Path, objects: int) -> None:
+    """SIE's layout: <synset>/<object>/image_k.jpg + latent_k.npy, and the train index files."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:RENDER_SIDE, 0:RENDER_SIDE] / RENDER_SIDE
+    names = []
+    for i in range(objects):
+        folder = root / f"{i % 5:08d}" / f"object{i:05d}"
+        folder.mkdir(parents=True)
+        names.append(f"/{i % 5:08d}/object{i:05d}/")
+        for k in range(VIEWS_PER_OBJECT):
+            a, b, c = rng.uniform(2, 12, 3)  # smooth patterns: JPEG sizes like real renders, not like noise
+            image = np.stack([np.sin(a * x + b * y), np.cos(b * x - c * y), np.sin(c * (x + y))], -1)
+            Image.fromarray(((image + 1) * 127.5).astype(np.uint8)).save(folder / f"image_{k}.jpg", quality=90)
+            np.save(folder / f"latent_{k}.npy", np.concatenate([rng.uniform(-np.pi / 2, np.pi / 2, 3), rng.uniform(0, 1, 4)]))
+    np.save(root / "train_images.npy", np.array(names))
+    np.save(root / "train_labels.npy", np.arange(objects) % 5)
+
+
+def naive_rate(root: Path, objects: int, sequences: int) -> float:
+    """The official code's way: per sequence, M+1 view files opened, decoded and transformed one by one."""
+    names = np.load(root / "train_images.npy")
+    rng = np.random.default_rng(0)
+    start = time.perf_counter()
+    for s in range(sequences):
+        folder = root / str(names[s % objects]).strip("/")
+        views, latents = [], []
+        for k in rng.choice(VIEWS_PER_OBJECT, NUM_VIEWS, replace=False):
+            with Image.open(folder / f"image_{k}.jpg") as image:
+                pixels = np.asarray(image.convert("RGB").resize((SIDE, SIDE), Image.BILINEAR), dtype=np.float32)
+            views.append(torch.from_numpy(((pixels / 255.0 - MEAN) / STD).transpose(2, 0, 1).copy()))
+            latents.append(np.load(folder / f"latent_{k}.npy"))
+        torch.stack(views), torch.from_numpy(np.stack(latents))
+    return sequences / (time.perf_counter() - start)
+
+
+def loader_rate(location: str, composer, workers: int, batches: int, s3: S3Options | None) -> float:
+    loader = build_sequence_loader(location, composer=composer, num_views=NUM_VIEWS, batch_size=BATCH, rank=0,
+                                   world_size=1, num_workers=workers, seed=0, train=True, shuffle_buffer=256, s3=s3)
+    sequences, start, epoch = 0, None, 0
+    while sequences < batches * BATCH:
+        loader.set_epoch(epoch)
+        for batch in loader:
+            if start is None:  # the clock starts at the first batch: worker start-up is not throughput
+                start = time.perf_counter()
+                continue
+            sequences += len(batch["label"])
+            if sequences >= batches * BATCH:
+                break
+        epoch += 1
+    return sequences / (time.perf_counter() - start)
+
+
+def training_appetite(steps: int = 6) -> float:
+    """Sequences/s one training worker consumes at the 3DIEBench setting (full step, fp32)."""
+    from trainer.config import Config
+    from trainer.ema import ema_update_
+    from trainer.train_loop import build_model
+
+    torch.set_num_threads(2)
+    model = build_model(Config(), action_dim=4, in_channels=3)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    obs, target, actions = torch.randn(32, 3, 3, SIDE, SIDE), torch.randn(32, 3, SIDE, SIDE), torch.randn(32, 3, 4)
+    times = []
+    for _ in range(steps + 2):
+        t0 = time.perf_counter()
+        out = model(obs, target, actions)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        optimizer.step()
+        ema_update_(model.target_encoder, model.encoder, 0.996)
+        times.append(time.perf_counter() - t0)
+    return 32 / statistics.median(times[2:])
+
+
+def start_s3() -> tuple[subprocess.Popen, str]:
+    with __import__("socket").socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"})
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(150):
+        try:
+            urllib.request.urlopen(f"{url}/moto-api/", timeout=1)
+            return server, url
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError("the moto S3 server did not start")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--objects", type=int, default=300, help="objects of the 3DIEBench-like set")
+    parser.add_argument("--batches", type=int, default=20, help="batches timed per setting")
+    args = parser.parse_args()
+    if args.objects < 2 * BATCH:
+        parser.error(f"--objects must be >= {2 * BATCH}: each of 2 loader workers needs a full batch of its own")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        t0 = time.perf_counter()
+        make_3diebench_like(tmp / "raw", args.objects)
+        write_dataset("3diebench", tmp / "raw", str(tmp / "shards"), splits=("train",), samples_per_shard=25,
+                      progress=False, image_size=SIDE)
+        fashion = prepare_fashion_mnist_shards(tmp / "fm", None, "~/seq-jepa/data/cache", 2000, limit=8000,
+                                               progress=False)["train"]
+        print(f"data sets ready in {time.perf_counter() - t0:.0f} s")
+        server, endpoint = start_s3()
+        try:
+            s3 = S3Options(endpoint_url=endpoint)
+            import boto3
+
+            boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="bench")
+            sets = {"fashion-mnist": (fashion, lambda m: AffineComposer.for_shards(ActionSpace(), 32, m)),
+                    "3diebench-like": (str(tmp / "shards" / "train"), ThreeDIEComposer())}
+            for name, (local, composer) in sets.items():
+                remote = f"s3://bench/{name}"
+                upload_shard_set(local, remote, s3, progress=False)
+                for where, location, options in (("local", local, None), ("S3", remote, s3)):
+                    for workers in (0, 1, 2):
+                        rate = loader_rate(location, composer, workers, args.batches, options)
+                        rows.append((f"{name}, shard loader, {where}, {workers} loader worker(s)", rate))
+                        print(f"  {rows[-1][0]}: {rate:.0f} seq/s", flush=True)
+        finally:
+            server.terminate()
+        rows.append(("3diebench-like, naive per-file loader (the official code's way), 0 workers",
+                     naive_rate(tmp / "raw", args.objects, 300)))
+    appetite = training_appetite()
+    rows.append(("one training worker consumes (ResNet-18 128 px M=3 b32, fp32, 2 threads)", appetite))
+    print(f"\n{'setting':<86} {'seq/s':>8}")
+    for name, rate in rows:
+        print(f"{name:<86} {rate:>8.1f}")
+    shard0 = next(r for n, r in rows if n.startswith("3diebench-like, shard loader, local, 0"))
+    naive = rows[-2][1]
+    print(f"\nshard loader / naive loader (3diebench-like, local, one process): {shard0 / naive:.1f}x")
+    print(f"one loader process / one training worker's consumption: {shard0 / appetite:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
