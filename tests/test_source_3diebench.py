@@ -88,14 +88,14 @@ def test_read_split_writes_one_sample_per_object_with_every_view(dataset):
     assert len(samples) == 4
     for sample in samples:
         i = object_index(sample)
-        assert sorted(sample) == sorted([f"view_{k:02d}.jpg" for k in range(VIEWS)]
-                                        + ["label.cls", "latents.npy", "object.txt"])
+        assert sorted(sample) == ["label.cls", "latents.npy", "object.txt", "views.bin", "views.npy"]
+        assert sorted(threedie.unpack_views(sample)) == list(range(VIEWS))
         assert sample["object.txt"].decode() == object_path(i).strip("/")
         assert int(sample["label.cls"]) == i // OBJECTS_PER_SYNSET
         stored = decode_npy(sample["latents.npy"])
         assert stored.dtype == np.float32 and stored.shape == (VIEWS, 7)
         np.testing.assert_allclose(stored, np.stack([latents[i][k] for k in range(VIEWS)]), rtol=1e-6)
-    assert set(source.fields) >= {"view_{k:02d}.jpg", "latents.npy", "label.cls"}
+    assert set(source.fields) >= {"views.bin", "views.npy", "latents.npy", "label.cls"}
 
 
 def test_dataset_info_describes_the_split(dataset):
@@ -112,8 +112,9 @@ def test_dataset_info_describes_the_split(dataset):
 def test_views_are_resized_to_image_size(dataset, image_size):
     sample = next(threedie.read_split(dataset[0], "train", image_size=image_size).samples)
     i = object_index(sample)
+    views = threedie.unpack_views(sample)
     for k in range(VIEWS):
-        image = decode_image(sample[f"view_{k:02d}.jpg"], "RGB")
+        image = decode_image(views[k], "RGB")
         assert image.shape == (image_size, image_size, 3)
         np.testing.assert_allclose(image.reshape(-1, 3).mean(0), view_colour(i, k), atol=4)
 
@@ -314,7 +315,7 @@ def test_ood_reads_only_the_rendered_views_and_skips_missing_objects(dataset, tm
     assert source.num_samples == 1
     assert source.dataset_info["missing_objects"] == 1 and source.dataset_info["views_per_object"] == 4
     (sample,) = list(source.samples)
-    assert sorted(k for k in sample if k.startswith("view_")) == [f"view_{k:02d}.jpg" for k in range(2, 6)]
+    assert sorted(threedie.unpack_views(sample)) == [2, 3, 4, 5]
     np.testing.assert_allclose(decode_npy(sample["latents.npy"]), np.stack([ood_latents[k] for k in range(2, 6)]),
                                rtol=1e-6)
     composer = threedie.ThreeDIEComposer(latent_type="color")
@@ -369,12 +370,20 @@ def good_sample(dataset):
     return next(threedie.read_split(dataset[0], "train", image_size=SIDE).samples)
 
 
-@pytest.mark.parametrize("field", ["latents.npy", "label.cls", "view_03.jpg"])
+@pytest.mark.parametrize("field", ["latents.npy", "label.cls", "views.bin", "views.npy"])
 def test_decode_rejects_a_sample_missing_a_field(good_sample, field):
     del good_sample[field]
     composer = threedie.ThreeDIEComposer()
-    with pytest.raises(ValueError, match="latents.npy|label.cls"):
+    with pytest.raises(ValueError, match=f"lacks field {field}"):
         composer.decode(good_sample)
+
+
+def test_decode_rejects_views_whose_index_disagrees_with_the_bytes(good_sample):
+    composer = threedie.ThreeDIEComposer()
+    with pytest.raises(ValueError, match="views.bin has"):
+        composer.decode({**good_sample, "views.bin": good_sample["views.bin"][:-10]})  # a truncated blob
+    with pytest.raises(ValueError, match="views.npy"):
+        composer.decode({**good_sample, "views.npy": encode_npy(np.zeros((VIEWS, 3), np.int64))})
 
 
 @pytest.mark.parametrize("broken", [
@@ -396,8 +405,6 @@ def test_decode_rejects_bad_label_and_non_jpeg_views(good_sample):
     assert record.view_ids == tuple(range(VIEWS)) and record.latents.shape == (VIEWS, 7)
     with pytest.raises(ValueError, match="label 55 outside"):
         composer.decode({**good_sample, "label.cls": encode_label(55)})
+    views = threedie.unpack_views(good_sample)
     with pytest.raises(ValueError, match="JPEG"):
-        composer.decode({**good_sample, "view_02.jpg": b"\x89PNG...."})
-    views_only = {k: v for k, v in good_sample.items() if not k.startswith("view_")}
-    with pytest.raises(ValueError, match="no view"):
-        composer.decode(views_only)
+        composer.decode({**good_sample, **threedie.pack_views({**views, 2: b"\x89PNG...."})})
