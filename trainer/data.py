@@ -46,17 +46,21 @@ def build_loader(config: Config, split: str, rank: int, world_size: int) -> Sequ
 
 
 def build_frozen_view_loader(config: Config, split: str, num_views: int) -> SequenceLoader:
-    """One process reading a whole split in order, with views fixed by the seed (offline evaluation)."""
-    return _loader(config, split, num_views, config.data.val_batch_size, 0, 1, train=False)
+    """A whole split in order, with views fixed by the seed, read in this process (offline evaluation).
+
+    In-process because evaluation may run in a driver that has started Ray: forking loader workers
+    from a process with Ray's threads crashed there (a double free in the forked child).
+    """
+    return _loader(config, split, num_views, config.data.val_batch_size, 0, 1, train=False, num_workers=0)
 
 
 def _loader(config: Config, split: str, num_views: int, batch: int, rank: int, world_size: int,
-            train: bool) -> SequenceLoader:
+            train: bool, num_workers: int | None = None) -> SequenceLoader:
     return build_sequence_loader(
         f"{config.data.shards.rstrip('/')}/{split}", composer=functools.partial(build_composer, config),
         num_views=num_views, batch_size=batch, rank=rank, world_size=world_size,
-        num_workers=config.data.loader_workers, seed=config.train.seed, train=train,
-        shuffle_buffer=config.data.shuffle_buffer, s3=s3_options(config))
+        num_workers=config.data.loader_workers if num_workers is None else num_workers, seed=config.train.seed,
+        train=train, shuffle_buffer=config.data.shuffle_buffer, s3=s3_options(config))
 
 
 def build_composer(config: Config, manifest: Manifest) -> Composer:

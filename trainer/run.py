@@ -73,6 +73,9 @@ def _run(args: argparse.Namespace) -> int:
     summary = {k: round(v, 4) for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
     print(f"[seq-jepa] finished: {summary}")
     print(f"[seq-jepa] checkpoint: {result.checkpoint.path if result.checkpoint else 'none'}")
+    if result.checkpoint and "://" not in config.run.storage_path:
+        run_dir = Path(config.run.storage_path) / config.run.name
+        print(f"[seq-jepa] probe the frozen model (the paper's protocol): python -m trainer.evaluate {run_dir}")
     if uri.startswith("sqlite:///"):
         print(f"[seq-jepa] see the run: mlflow ui --backend-store-uri {uri}")
     return 0
