@@ -75,16 +75,24 @@ def pack_views(views: dict[int, bytes]) -> dict[str, bytes]:
     return {"views.bin": b"".join(views[k] for k in ids), "views.npy": encode_npy(index)}
 
 
+def _required(sample: dict[str, bytes], field: str) -> bytes:
+    if field not in sample:
+        raise ValueError(f"sample lacks field {field}")
+    return sample[field]
+
+
+def _npy_field(sample: dict[str, bytes], field: str) -> np.ndarray:
+    data = _required(sample, field)
+    try:
+        return decode_npy(data)
+    except Exception as err:  # numpy raises ValueError, EOFError, ... on a broken file
+        raise ValueError(f"{field} is unreadable: {err}") from None
+
+
 def unpack_views(sample: dict[str, bytes]) -> dict[int, bytes]:
     """{view index: JPEG bytes} of a sample written by `pack_views`; raises ValueError if they disagree."""
-    for field in ("views.bin", "views.npy"):
-        if field not in sample:
-            raise ValueError(f"sample lacks field {field}")
-    try:
-        index = decode_npy(sample["views.npy"])
-    except Exception as err:  # numpy raises ValueError, EOFError, ... on a broken file
-        raise ValueError(f"views.npy is unreadable: {err}") from None
-    blob = sample["views.bin"]
+    blob = _required(sample, "views.bin")
+    index = _npy_field(sample, "views.npy")
     if index.ndim != 2 or index.shape[1] != 2 or index.dtype.kind != "i" or len(index) == 0:
         raise ValueError(f"views.npy is {index.dtype} {index.shape}, expected int (K >= 1, 2)")
     if (index[:, 1] <= 0).any() or int(index[:, 1].sum()) != len(blob):
@@ -311,13 +319,7 @@ class ThreeDIEComposer:
     def decode(self, sample: dict[str, bytes]) -> ThreeDIERecord:
         """Check one shard sample and keep its views as JPEG bytes; raises ValueError on anything off."""
         found = sorted(unpack_views(sample).items())
-        for field in ("latents.npy", "label.cls"):
-            if field not in sample:
-                raise ValueError(f"sample lacks field {field}")
-        try:
-            latents = decode_npy(sample["latents.npy"])
-        except Exception as err:  # numpy raises ValueError, EOFError, ... on a broken file
-            raise ValueError(f"latents.npy is unreadable: {err}") from None
+        latents, label = _npy_field(sample, "latents.npy"), _required(sample, "label.cls")
         if latents.shape != (len(found), len(LATENT_NAMES)) or latents.dtype.kind != "f":
             raise ValueError(f"latents.npy is {latents.dtype} {latents.shape}, expected floats "
                              f"({len(found)}, {len(LATENT_NAMES)}) for {len(found)} views")
@@ -327,7 +329,7 @@ class ThreeDIEComposer:
         if any(view[:2] != b"\xff\xd8" for view in views):  # JPEG start-of-image marker
             raise ValueError("a view does not hold a JPEG image")
         return ThreeDIERecord(views=views, view_ids=tuple(k for k, _ in found),
-                              latents=latents.astype(np.float32), label=decode_label(sample["label.cls"], NUM_CLASSES))
+                              latents=latents.astype(np.float32), label=decode_label(label, NUM_CLASSES))
 
     def compose(self, records: list[ThreeDIERecord], num_views: int,
                 generator: torch.Generator) -> dict[str, torch.Tensor]:
