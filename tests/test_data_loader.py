@@ -1,5 +1,6 @@
 """The streaming sequence loader: sharding across ranks/workers, lengths, seeding, corrupt data."""
 
+import dataclasses
 import functools
 import io
 import json
@@ -193,6 +194,25 @@ def test_corrupt_samples_in_worker_processes_are_counted(tmp_path):
     ld = loader(make_shards(tmp_path / "s", [6, 6], corrupt={1, 8}), num_workers=2, train=False, batch_size=4)
     ids = [i for b in epoch_ids(ld) for i in b]  # (the warnings go to the workers' stderr)
     assert len(ids) == 10 and ld.corrupt_samples == 2
+
+
+@dataclasses.dataclass(frozen=True)
+class _FailsOnLabel3(AffineComposer):
+    """Decodes everything, but cannot compose a sequence from a record labelled 3 (a view that will not decode)."""
+
+    def compose(self, records, num_views, generator):
+        if any(label == 3 for _, label in records):
+            raise ValueError("view does not decode")
+        return super().compose(records, num_views, generator)
+
+
+def test_a_record_that_fails_to_compose_is_skipped_counted_and_the_rest_batched(tmp_path):
+    shards = make_shards(tmp_path / "s", [6, 6])
+    ld = build_sequence_loader(str(shards), composer=functools.partial(_FailsOnLabel3.for_shards, IDENTITY, SIDE + 4),
+                               num_views=3, batch_size=4, rank=0, world_size=1, num_workers=0, seed=0, train=False)
+    with pytest.warns(RuntimeWarning, match="view does not decode"):
+        ids = [i for b in epoch_ids(ld) for i in b]
+    assert sorted(ids) == [i for i in range(12) if i % 10 != 3] and ld.corrupt_samples == 1
 
 
 def test_train_rank_keeps_its_batch_count_despite_corrupt_samples(tmp_path):
