@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from data_pipeline.__main__ import main as data_cli
-from tests.test_source_3diebench import object_path, write_object
+from tests.test_source_3diebench import SYNSETS, write_object
 from tests.test_source_cifar import cifar_rows, dump, write_tinyimagenet
 from tests.test_source_pls import write_imagenet, write_stl10
 from trainer.config import load_config
@@ -28,13 +28,16 @@ def _cifar100(root):
     return folder, []
 
 
-def _3diebench(root):
+def _3diebench(root, objects: int = 6):
+    """Objects alternate between two synsets; two thirds go to train, the rest to val."""
     rng = np.random.default_rng(0)
-    for i in range(6):  # two synsets of three objects
-        write_object(root / object_path(i).strip("/"), i, range(6), rng)
-    for split, objects in (("train", [0, 1, 3, 4]), ("val", [2, 5])):
-        np.save(root / f"{split}_images.npy", np.array([object_path(i) for i in objects]))
-        np.save(root / f"{split}_labels.npy", np.array([i // 3 for i in objects], np.int64))
+    paths = [f"/{SYNSETS[i % 2]}/obj{i:02d}abcdef/" for i in range(objects)]
+    for i, path in enumerate(paths):
+        write_object(root / path.strip("/"), i, range(6), rng)
+    cut = 2 * objects // 3
+    for split, members in (("train", range(cut)), ("val", range(cut, objects))):
+        np.save(root / f"{split}_images.npy", np.array([paths[i] for i in members]))
+        np.save(root / f"{split}_labels.npy", np.array([i % 2 for i in members], np.int64))
     return root, ["--image-size", "16"]
 
 
@@ -83,3 +86,23 @@ def test_shards_of_another_dataset_are_refused_before_training(tmp_path):
                                         "data.prepare=false"])
     with pytest.raises(Exception, match="data.dataset=3diebench but the shards .* hold cifar100"):
         ensure_dataset(config)
+
+
+@pytest.mark.integration
+def test_two_fsdp2_workers_train_on_3diebench_shards(ray_local, tmp_path, mlflow_uri):
+    """RGB views, per-channel normalisation and quaternion actions through the whole Ray Train job."""
+    from tests.conftest import tiny_overrides
+    from tests.test_train_integration import PROBE_METRICS, _the_run
+    from trainer.run import main
+
+    raw, options = _3diebench(tmp_path / "raw", objects=18)
+    out = tmp_path / "shards"
+    assert data_cli(["write", "3diebench", "--source-dir", str(raw), "--out", str(out), "--samples-per-shard", "2",
+                     *options]) == 0
+    overrides = tiny_overrides(out, tmp_path / "runs", mlflow_uri, "3diebench-run")
+    assert main(overrides + ["data.dataset=3diebench", "data.latent_type=rotcolor", "data.batch_size=4",
+                             "data.val_batch_size=4", "scaling.num_workers=2", "train.epochs=1",
+                             "train.steps_per_epoch=2"]) == 0
+    _, run = _the_run(mlflow_uri, "3diebench-run")
+    for key in PROBE_METRICS + ["equi/r2_enc/color"]:
+        assert key in run.data.metrics, f"{key} missing from MLflow"
