@@ -8,6 +8,7 @@ process only receives finished uint8 batches.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import multiprocessing
 import random
 import warnings
@@ -40,10 +41,17 @@ class _SkipCounter:
         warnings.warn(f"skipping corrupt data in {where}: {err}", RuntimeWarning, stacklevel=2)
 
 
-def _read_samples(paths: list[str], composer: Composer, skips: _SkipCounter, s3: S3Options | None) -> Iterator:
-    """Decoded records of the shards in order, skipping (and counting) corrupt ones."""
-    store = storage.store_for(paths[0], s3) if paths else None
+def _read_samples(paths: Iterable[str], store, composer: Composer, skips: _SkipCounter,
+                  max_barren_shards: int | None = None) -> Iterator:
+    """Decoded records of the shards in order, skipping (and counting) corrupt ones.
+
+    `max_barren_shards`: give up (DataError) after that many shards in a row without one valid
+    record, so an endless stream of drawn shards cannot spin forever on a broken set."""
+    barren = 0
     for path in paths:
+        if max_barren_shards is not None and barren >= max_barren_shards:
+            raise DataError(f"{barren} shards in a row held no valid sample (last: {path}); {WRITE_HINT}")
+        barren += 1
         try:
             stream = store.open(path)
         except DataError as err:
@@ -57,7 +65,9 @@ def _read_samples(paths: list[str], composer: Composer, skips: _SkipCounter, s3:
             files = tar_file_expander([{"url": path, "stream": stream}], handler=unreadable)
             for sample in group_by_keys(files, handler=unreadable):
                 try:
-                    yield composer.decode(sample)
+                    record = composer.decode(sample)
+                    barren = 0
+                    yield record
                 except Exception as err:  # any decoding failure (PIL raises several kinds) = corrupt sample
                     skips.skip(f"sample {sample.get('__key__')} of {path}", err)
 
@@ -107,7 +117,8 @@ class _SequenceStream(IterableDataset):
     """One epoch (one pass) of one rank: each DataLoader worker yields the batches of its shards."""
 
     def __init__(self, loader: "SequenceLoader", shards_per_worker: list[list[str]], seed_keys: tuple[int, ...]):
-        self.shards_per_worker = shards_per_worker
+        self.shards_per_worker = shards_per_worker  # None: every worker draws shards with replacement, forever
+        self.all_paths, self.shard_dir = loader.paths, loader.shard_dir
         self.seed_keys = seed_keys  # (seed, train, epoch, attempt, rank): with the worker id, fixes all randomness
         self.composer, self.num_views = loader.composer, loader.num_views
         self.batch_size, self.train, self.shuffle_buffer = loader.batch_size, loader.train, loader.shuffle_buffer
@@ -117,7 +128,15 @@ class _SequenceStream(IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         worker = get_worker_info()
         wid = worker.id if worker is not None else 0
-        records = _read_samples(self.shards_per_worker[wid], self.composer, self.skips, self.s3)
+        barren_limit = None
+        if self.shards_per_worker is None:  # resampling: the loader stops this stream after its epoch's batches
+            draw = random.Random(sharding.derive_seed(*self.seed_keys, wid, sharding.SHARD_ORDER))
+            paths = (self.all_paths[draw.randrange(len(self.all_paths))] for _ in itertools.count())
+            barren_limit = 3 * len(self.all_paths)
+        else:
+            paths = self.shards_per_worker[wid]
+        records = _read_samples(paths, storage.store_for(self.shard_dir, self.s3), self.composer, self.skips,
+                                barren_limit)
         if self.train:
             rng = random.Random(sharding.derive_seed(*self.seed_keys, wid, sharding.SHUFFLE))
             records = _shuffled(records, self.shuffle_buffer, rng)
@@ -155,8 +174,9 @@ class SequenceLoader:
 
     def __init__(self, shard_dir: str, manifest: Manifest, *, composer: Composer, num_views: int, batch_size: int,
                  rank: int, world_size: int, num_workers: int, seed: int, train: bool, shuffle_buffer: int,
-                 s3: S3Options | None = None):
+                 s3: S3Options | None = None, resample_batches: int | None = None):
         self.shard_dir, self.manifest, self.s3, self.composer = shard_dir, manifest, s3, composer
+        self.resample_batches = resample_batches  # train only: draw shards with replacement, this many batches
         self.paths = shard_urls(shard_dir, manifest)
         self.counts = [s.num_samples for s in manifest.shards]
         self.num_views, self.batch_size, self.rank, self.world_size = num_views, batch_size, rank, world_size
@@ -182,6 +202,8 @@ class SequenceLoader:
     def __len__(self) -> int:
         """Batches this rank yields this epoch: equal on all ranks for train (the minimum over ranks,
         so no rank waits in a collective for one that ran dry); this rank's exact count for val."""
+        if self.resample_batches is not None:
+            return self.resample_batches
         order = self._order()
         if not self.train:
             return sharding.rank_batches(self.counts, order, self.rank, self.world_size, self.num_workers,
@@ -193,6 +215,8 @@ class SequenceLoader:
         order = self._order()
         shards = [[self.paths[i] for i in w] for w in sharding.worker_shards(order, self.rank, self.world_size,
                                                                                self.num_workers)]
+        if self.resample_batches is not None:
+            shards = None
         # Val views depend on neither epoch nor attempt: every evaluation sees the same sequences.
         keys = (self.seed, 1, self.epoch, attempt, self.rank) if self.train else (self.seed, 0, 0, 0, self.rank)
         return DataLoader(_SequenceStream(self, shards, keys), batch_size=None, num_workers=self.num_workers,
@@ -252,11 +276,15 @@ class SequenceLoader:
 
 def build_sequence_loader(shard_dir: str, *, composer: Composer | Callable[[Manifest], Composer], num_views: int,
                           batch_size: int, rank: int, world_size: int, num_workers: int, seed: int, train: bool,
-                          shuffle_buffer: int = 1000, s3: S3Options | None = None) -> SequenceLoader:
+                          shuffle_buffer: int = 1000, s3: S3Options | None = None,
+                          resample_batches: int | None = None) -> SequenceLoader:
     """A SequenceLoader for one rank over the shard set in shard_dir (a path, file:// or s3:// URL).
 
     `composer` turns the set's samples into sequences (`data_pipeline.sources`); pass a function of
     the manifest to build one that depends on the stored data (its geometry, its dataset).
+    `resample_batches` (train only): instead of splitting the shards among ranks and workers for one
+    pass, every worker draws shards with replacement (seeded per rank, worker and epoch) and the
+    rank yields exactly this many batches per epoch: any number of nodes, any number of shards.
     """
     problems = [msg for bad, msg in [
         (num_views < 2, f"num_views must be >= 2 (M observed views + 1 target), got {num_views}"),
@@ -265,6 +293,8 @@ def build_sequence_loader(shard_dir: str, *, composer: Composer | Callable[[Mani
         (num_workers < 0, f"num_workers must be >= 0, got {num_workers}"),
         (seed < 0, f"seed must be >= 0, got {seed}"),
         (shuffle_buffer < 1, f"shuffle_buffer must be >= 1, got {shuffle_buffer}"),
+        (resample_batches is not None and (not train or resample_batches < 1),
+         f"resample_batches must be >= 1 and for a training loader, got {resample_batches} (train={train})"),
     ] if bad]
     if problems:
         raise DataError(f"invalid loader settings: {'; '.join(problems)}")
@@ -273,13 +303,13 @@ def build_sequence_loader(shard_dir: str, *, composer: Composer | Callable[[Mani
         composer = composer(manifest)
     check_shards_present(shard_dir, manifest, s3)  # here, not later inside a DataLoader worker's traceback
     readers = world_size * max(1, num_workers)
-    if len(manifest.shards) < readers:
+    if resample_batches is None and len(manifest.shards) < readers:
         raise DataError(f"{shard_dir} has {len(manifest.shards)} shards but {world_size} ranks x {max(1, num_workers)} "
                         f"loader workers need at least {readers}; rewrite the shards with a smaller samples_per_shard "
                         f"(now up to {max((s.num_samples for s in manifest.shards), default=0)}) or use fewer loader workers")
     loader = SequenceLoader(shard_dir, manifest, composer=composer, num_views=num_views, batch_size=batch_size,
                             rank=rank, world_size=world_size, num_workers=num_workers, seed=seed, train=train,
-                            shuffle_buffer=shuffle_buffer, s3=s3)
+                            shuffle_buffer=shuffle_buffer, s3=s3, resample_batches=resample_batches)
     if train and len(loader) == 0:
         raise DataError(f"{shard_dir}: some rank's loader workers hold fewer than batch_size={batch_size} samples "
                         "each, so training would take no step; lower the batch size or the loader workers")

@@ -71,3 +71,9 @@ def test_flatten_gives_dotted_params():
     flat = flatten(to_dict(Config()))
     assert flat["model.seq_len"] == 3 and flat["scaling.parallelism"] == "fsdp2"
     assert all(not isinstance(v, dict) for v in flat.values())
+
+
+def test_resampling_needs_a_fixed_epoch_length():
+    with pytest.raises(ConfigError, match="data.resample=true needs train.steps_per_epoch"):
+        load_config(None, ["data.resample=true", "train.steps_per_epoch=null"])
+    assert load_config(None, ["data.resample=true", "train.steps_per_epoch=10"]).data.resample

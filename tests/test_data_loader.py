@@ -240,3 +240,41 @@ def test_loader_over_written_shards(tmp_path):
     write_shards(images, np.arange(20) % 10, tmp_path / "s", samples_per_shard=5, dataset_info=INFO, progress=False)
     ld = loader(f"file://{tmp_path / 's'}", num_workers=1, train=False, batch_size=8)
     assert sorted(i for b in epoch_ids(ld) for i in b) == list(range(20))
+
+
+def resampling_loader(shards, rank=0, world_size=1, num_workers=0, batches=7, seed=0):
+    return build_sequence_loader(str(shards), composer=functools.partial(AffineComposer.for_shards, IDENTITY, SIDE + 4),
+                                 num_views=3, batch_size=4, rank=rank, world_size=world_size, num_workers=num_workers,
+                                 seed=seed, train=True, shuffle_buffer=8, resample_batches=batches)
+
+
+def test_resampled_ranks_take_exactly_the_asked_batches_whatever_the_shards(tmp_path):
+    shards = make_shards(tmp_path / "s", [9, 3])  # 2 shards for 3 ranks x 2 workers: too few to split, fine to draw
+    for rank in range(3):
+        ld = resampling_loader(shards, rank=rank, world_size=3, num_workers=2)
+        batches = epoch_ids(ld)
+        assert len(ld) == len(batches) == 7 and all(len(b) == 4 for b in batches)
+
+
+def test_resampled_draws_are_seeded_per_rank_and_epoch_and_may_repeat_samples(tmp_path):
+    shards = make_shards(tmp_path / "s", UNEVEN)
+    ids = {(rank, epoch): epoch_ids(resampling_loader(shards, rank=rank, world_size=2, batches=20), epoch)
+           for rank in (0, 1) for epoch in (0, 1)}
+    assert ids[0, 0] == epoch_ids(resampling_loader(shards, rank=0, world_size=2, batches=20), 0)
+    assert ids[0, 0] != ids[0, 1] and ids[0, 0] != ids[1, 0]
+    drawn = Counter(i for b in ids[0, 0] for i in b)
+    assert max(drawn.values()) > 1  # 80 draws from 56 samples, with replacement
+
+
+def test_resampling_a_set_without_valid_samples_fails_instead_of_spinning(tmp_path):
+    shards = make_shards(tmp_path / "s", [3, 3], corrupt=set(range(6)))
+    with pytest.warns(RuntimeWarning), pytest.raises(DataError, match="shards in a row held no valid sample"):
+        epoch_ids(resampling_loader(shards))
+
+
+def test_resampling_is_for_training_loaders(tmp_path):
+    shards = make_shards(tmp_path / "s", [4, 4])
+    with pytest.raises(DataError, match="resample_batches must be >= 1 and for a training loader"):
+        build_sequence_loader(str(shards), composer=functools.partial(AffineComposer.for_shards, IDENTITY, SIDE + 4),
+                              num_views=3, batch_size=4, rank=0, world_size=1, num_workers=0, seed=0, train=False,
+                              resample_batches=5)

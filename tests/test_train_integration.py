@@ -119,8 +119,10 @@ def test_two_workers_train_from_shards_in_s3(ray_local, fashion_mnist_shards, s3
         upload_shard_set(fashion_mnist_shards / split, f"{url}/{split}", S3Options(endpoint_url=s3_endpoint),
                          progress=False)
     overrides = tiny_overrides(url, tmp_path / "runs", mlflow_uri, name)
-    assert main(overrides + [f"data.s3_endpoint_url={s3_endpoint}", "scaling.num_workers=2", "train.epochs=1"]) == 0
-    _, run = _the_run(mlflow_uri, name)
-    assert run.data.params["data.shards"] == url
+    assert main(overrides + [f"data.s3_endpoint_url={s3_endpoint}", "scaling.num_workers=2", "train.epochs=1",
+                             "data.resample=true"]) == 0
+    client, run = _the_run(mlflow_uri, name)
+    assert run.data.params["data.shards"] == url and run.data.params["data.resample"] == "True"
+    assert client.get_metric_history(run.info.run_id, "train/loss")[-1].step == 3  # train.steps_per_epoch
     for key in PROBE_METRICS:
         assert key in run.data.metrics, f"{key} missing from MLflow"

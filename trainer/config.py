@@ -43,6 +43,8 @@ class DataConfig:
     batch_size: int = 256  # GLOBAL batch (sequences per optimizer step), split evenly across workers
     loader_workers: int = 1  # DataLoader worker processes per training worker
     shuffle_buffer: int = 2000  # samples held for shuffling inside each loader worker
+    resample: bool = False  # draw train shards with replacement, train.steps_per_epoch batches per epoch on
+    # every rank (any number of nodes or shards); false: one pass, shards split among ranks and workers
     val_batch_size: int = 512  # global batch for validation passes
     # Ranges of the parameterized transformations whose parameters are the actions.
     rotation_deg: float = 90.0  # rotation ~ U(-r, r) degrees
@@ -371,6 +373,9 @@ def validate(c: Config) -> None:
     _require(c.data.loader_workers >= 0, "data.loader_workers must be >= 0")
     _require(c.data.samples_per_shard >= 1, "data.samples_per_shard must be >= 1")
     _require(c.data.shuffle_buffer >= 1, "data.shuffle_buffer must be >= 1")
+    _require(not c.data.resample or c.train.steps_per_epoch is not None,
+             "data.resample=true needs train.steps_per_epoch: with shards drawn with replacement, an epoch has no "
+             "natural end")
     _require(0 < c.data.scale_min <= c.data.scale_max, "data.scale_min must be > 0 and <= data.scale_max")
     _require(0 <= c.data.contrast < 1, "data.contrast must be in [0, 1)")
     for key in ("batch_size", "val_batch_size"):

@@ -42,7 +42,8 @@ def build_loader(config: Config, split: str, rank: int, world_size: int) -> Sequ
     train = split == "train"
     seq_len = config.model.seq_len if train else config.eval_seq_len
     batch = config.data.batch_size if train else config.data.val_batch_size
-    return _loader(config, split, seq_len + 1, batch // world_size, rank, world_size, train)
+    return _loader(config, split, seq_len + 1, batch // world_size, rank, world_size, train,
+                   resample_batches=config.train.steps_per_epoch if train and config.data.resample else None)
 
 
 def build_frozen_view_loader(config: Config, split: str, num_views: int) -> SequenceLoader:
@@ -55,12 +56,13 @@ def build_frozen_view_loader(config: Config, split: str, num_views: int) -> Sequ
 
 
 def _loader(config: Config, split: str, num_views: int, batch: int, rank: int, world_size: int,
-            train: bool, num_workers: int | None = None) -> SequenceLoader:
+            train: bool, num_workers: int | None = None, resample_batches: int | None = None) -> SequenceLoader:
     return build_sequence_loader(
         f"{config.data.shards.rstrip('/')}/{split}", composer=functools.partial(build_composer, config),
         num_views=num_views, batch_size=batch, rank=rank, world_size=world_size,
         num_workers=config.data.loader_workers if num_workers is None else num_workers, seed=config.train.seed,
-        train=train, shuffle_buffer=config.data.shuffle_buffer, s3=s3_options(config))
+        train=train, shuffle_buffer=config.data.shuffle_buffer, s3=s3_options(config),
+        resample_batches=resample_batches)
 
 
 def build_composer(config: Config, manifest: Manifest) -> Composer:
