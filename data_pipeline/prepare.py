@@ -27,18 +27,19 @@ def _complete(split_dir: str, s3: S3Options | None) -> bool:
 
 
 def prepare_shards(dataset: str, out_dir: str | os.PathLike, source_dir: str | None, cache_dir: str,
-                   samples_per_shard: int, *, progress: bool = True, s3: S3Options | None = None) -> dict[str, str]:
-    """`out_dir/train` and `out_dir/val` of `dataset`, written unless both are already complete."""
+                   samples_per_shard: int, *, progress: bool = True, s3: S3Options | None = None,
+                   splits: tuple[str, ...] = SPLITS) -> dict[str, str]:
+    """`out_dir/<split>` of `dataset` for each split, written unless all are already complete."""
     if dataset == "fashion-mnist":
         return prepare_fashion_mnist_shards(out_dir, source_dir, cache_dir, samples_per_shard, progress=progress, s3=s3)
     base = os.fspath(out_dir) if storage.is_remote(out_dir) else str(storage.local_path(out_dir))
-    dirs = {split: storage.join(base, split) for split in SPLITS}
+    dirs = {split: storage.join(base, split) for split in splits}
     if all(_complete(d, s3) for d in dirs.values()):
         return dirs
     if source_dir is None:
         raise DataError(f"no complete {dataset} shard sets under {base}; write them with `python -m data_pipeline write "
                         f"{dataset} --source-dir RAW --out {base}` or set data.source_dir to the raw dataset's folder")
-    write_dataset(dataset, source_dir, base, splits=SPLITS, samples_per_shard=samples_per_shard, progress=progress,
+    write_dataset(dataset, source_dir, base, splits=splits, samples_per_shard=samples_per_shard, progress=progress,
                   s3=s3)
     return dirs
 

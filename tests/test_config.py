@@ -77,3 +77,9 @@ def test_resampling_needs_a_fixed_epoch_length():
     with pytest.raises(ConfigError, match="data.resample=true needs train.steps_per_epoch"):
         load_config(None, ["data.resample=true", "train.steps_per_epoch=null"])
     assert load_config(None, ["data.resample=true", "train.steps_per_epoch=10"]).data.resample
+
+
+def test_only_stl10_has_an_unlabeled_split_to_train_on():
+    with pytest.raises(ConfigError, match="data.train_split=unlabeled exists for stl10 only"):
+        load_config(None, ["data.train_split=unlabeled"])
+    assert load_config(None, ["data.dataset=stl10", "data.train_split=unlabeled"]).data.train_split == "unlabeled"

@@ -14,6 +14,7 @@ from tests.test_source_pls import write_imagenet, write_stl10
 from trainer.config import load_config
 from trainer.data import build_loader, normalisation, to_model_inputs
 from trainer.launch import ensure_dataset
+from trainer.probes import OnlineProbes, probe_features, probe_loss
 from trainer.train_loop import build_model
 
 
@@ -77,6 +78,23 @@ def test_raw_files_to_shards_to_a_training_step(dataset, tmp_path):
     out = model(obs, target, rel_actions)
     out.loss.backward()
     assert torch.isfinite(out.loss) and model.encoder.blocks[0][0].weight.grad is not None
+
+
+def test_stl10_trains_on_its_unlabeled_split_and_the_probes_skip_its_missing_labels(tmp_path):
+    raw, _ = _stl10(tmp_path / "raw")
+    out = tmp_path / "shards"
+    assert data_cli(["write", "stl10", "--source-dir", str(raw), "--out", str(out), "--samples-per-shard", "2"]) == 0
+    config = load_config(None, MODEL + ["data.dataset=stl10", f"data.shards={out}", "data.prepare=false",
+                                        "data.fovea_size=16", "data.train_split=unlabeled"])
+    ensure_dataset(config)
+    loader = build_loader(config, "train", 0, 1)
+    batch = next(iter(loader))
+    assert (batch["label"] == -1).all()  # the unlabeled split
+    model = build_model(config, loader.action_dim, loader.channels)
+    out = model(*to_model_inputs(batch, torch.device("cpu"), *normalisation(loader, torch.device("cpu"))))
+    probes = OnlineProbes(model.encoder.out_dim, model.token_dim, loader.action_dim, loader.num_classes, 8)
+    loss = out.loss + probe_loss(probes(probe_features(out)), batch["label"], batch["rel_actions"][:, 0])
+    assert torch.isfinite(loss)
 
 
 def test_shards_of_another_dataset_are_refused_before_training(tmp_path):

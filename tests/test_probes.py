@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
-from trainer.probes import ProbeMetrics, effective_rank
+from trainer.probes import ProbeMetrics, effective_rank, probe_loss
 
 
 def _r2_reference(y: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
@@ -51,3 +52,18 @@ def test_effective_rank_separates_collapsed_from_spread_features():
     spread = torch.randn(512, 32)
     collapsed = torch.randn(512, 1) @ torch.randn(1, 32) + 1e-4 * torch.randn(512, 32)
     assert effective_rank(spread) > 20 and effective_rank(collapsed) < 2
+
+
+def test_classifiers_learn_from_labelled_samples_only():
+    torch.manual_seed(0)
+    pred = {"logits_agg": torch.randn(4, 10, requires_grad=True), "logits_enc": torch.randn(4, 10, requires_grad=True),
+            "action_enc": torch.randn(4, 3), "action_agg": torch.randn(4, 3)}
+    action = torch.zeros(4, 3)
+    unlabelled = probe_loss(pred, torch.full((4,), -1), action)  # STL-10's unlabeled split
+    assert torch.isfinite(unlabelled)
+    unlabelled.backward()
+    assert pred["logits_agg"].grad.abs().sum() == 0 and pred["logits_enc"].grad.abs().sum() == 0
+    mixed = probe_loss(pred, torch.tensor([3, -1, 5, -1]), action)
+    labelled_only = (F.cross_entropy(pred["logits_agg"][[0, 2]], torch.tensor([3, 5]))
+                     + F.cross_entropy(pred["logits_enc"][[0, 2]], torch.tensor([3, 5])))
+    assert torch.allclose(mixed - unlabelled, labelled_only)

@@ -36,6 +36,7 @@ class DataConfig:
     s3_region: Optional[str] = None  # None: AWS_REGION / the profile's region
     s3_profile: Optional[str] = None  # None: AWS_PROFILE / the default chain
     prepare: bool = True  # write the shards from the raw dataset first if they are missing
+    train_split: str = "train"  # the shard set seq-JEPA trains on (stl10: `unlabeled`); probes use train and val
     source_dir: Optional[str] = None  # the raw dataset's folder; fashion-mnist: None = cache, Debian package, HTTP
     cache_dir: str = "~/seq-jepa/data/cache"  # where fetched raw files are kept
     samples_per_shard: int = 2000  # shard size when preparing shards
@@ -373,6 +374,10 @@ def validate(c: Config) -> None:
     _require(c.data.loader_workers >= 0, "data.loader_workers must be >= 0")
     _require(c.data.samples_per_shard >= 1, "data.samples_per_shard must be >= 1")
     _require(c.data.shuffle_buffer >= 1, "data.shuffle_buffer must be >= 1")
+    _require(c.data.train_split in ("train", "unlabeled"),
+             f"data.train_split must be 'train' or 'unlabeled' (stl10), got {c.data.train_split!r}")
+    _require(c.data.train_split == "train" or c.data.dataset == "stl10",
+             f"data.train_split={c.data.train_split} exists for stl10 only, not {c.data.dataset}")
     _require(not c.data.resample or c.train.steps_per_epoch is not None,
              "data.resample=true needs train.steps_per_epoch: with shards drawn with replacement, an epoch has no "
              "natural end")

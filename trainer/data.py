@@ -42,7 +42,8 @@ def build_loader(config: Config, split: str, rank: int, world_size: int) -> Sequ
     train = split == "train"
     seq_len = config.model.seq_len if train else config.eval_seq_len
     batch = config.data.batch_size if train else config.data.val_batch_size
-    return _loader(config, split, seq_len + 1, batch // world_size, rank, world_size, train,
+    folder = config.data.train_split if train else split
+    return _loader(config, folder, seq_len + 1, batch // world_size, rank, world_size, train,
                    resample_batches=config.train.steps_per_epoch if train and config.data.resample else None)
 
 

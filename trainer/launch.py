@@ -37,8 +37,9 @@ def ensure_dataset(config: Config) -> None:
     """Shards exist and are readable before any worker starts (writing them first if allowed)."""
     s3, d = s3_options(config), config.data
     if d.prepare:
-        prepare_shards(d.dataset, d.shards, d.source_dir, d.cache_dir, d.samples_per_shard, s3=s3)
-    for split in ("train", "val"):
+        prepare_shards(d.dataset, d.shards, d.source_dir, d.cache_dir, d.samples_per_shard, s3=s3,
+                       splits=(d.train_split, "val"))
+    for split in (d.train_split, "val"):
         try:
             manifest = read_manifest(f"{d.shards}/{split}", s3)
         except DataError as err:

@@ -55,8 +55,15 @@ def probe_features(out) -> dict[str, torch.Tensor]:
 
 
 def probe_loss(pred: dict[str, torch.Tensor], label: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-    return (F.cross_entropy(pred["logits_agg"], label) + F.cross_entropy(pred["logits_enc"], label)
-            + F.mse_loss(pred["action_enc"], action) + F.mse_loss(pred["action_agg"], action))
+    """Classifiers learn from labelled samples only (label -1: e.g. STL-10's unlabeled split), regressors from all.
+
+    A sum over labelled rows divided by their count (at least 1): no NaN for a batch without labels,
+    and no host sync to find out.
+    """
+    labelled = (label >= 0).sum().clamp(min=1)
+    classification = sum(F.cross_entropy(pred[key], label, ignore_index=-1, reduction="sum")
+                         for key in ("logits_agg", "logits_enc")) / labelled
+    return classification + F.mse_loss(pred["action_enc"], action) + F.mse_loss(pred["action_agg"], action)
 
 
 class ProbeMetrics:
