@@ -13,7 +13,8 @@ from PIL import Image
 
 from data_pipeline.errors import DataError
 from data_pipeline.sources import imagenet, stl10
-from data_pipeline.sources.base import DATASET_INFO_KEYS, decode_image, decode_npy, encode_label, encode_png, encode_npy
+from data_pipeline.sources.base import (DATASET_INFO_KEYS, decode_density_png, decode_image, decode_npy,
+                                        encode_density_png, encode_label, encode_npy, encode_png)
 from data_pipeline.sources.glimpses import GlimpseComposer
 
 S = 96
@@ -200,7 +201,9 @@ def test_imagenet_reads_both_saliency_names_and_resamples_the_density(tmp_path):
     assert split.dataset_info["saliency"] is True
     for sample in samples:
         image = decode_image(sample["image.jpg"])
-        density = decode_npy(sample["saliency.npy"]).astype(np.float64)
+        stored = decode_image(sample["saliency.png"])  # 16-bit, a quarter of the image's side
+        assert stored.dtype == np.uint16 and stored.shape == tuple(-(-s // 4) for s in image.shape[:2])
+        density = GlimpseComposer().decode(sample)["saliency"].astype(np.float64)  # back at the image's size
         assert density.shape == image.shape[:2] and density.sum() == pytest.approx(1.0, abs=2e-3)
         red = (image[..., 0] > 200) & (image[..., 1] < 80)
         rows, cols = np.indices(density.shape)
@@ -416,3 +419,12 @@ def test_a_map_with_no_mass_in_the_image_square_falls_back_to_uniform():
     density[50, 2] = 1.0  # outside the centre square
     batch = compose(GlimpseComposer(), [record(np.zeros((96, 128, 3), np.uint8), density)], num_views=3)
     assert torch.isfinite(batch["actions"]).all() and ((batch["actions"] >= 0) & (batch["actions"] < 1)).all()
+
+
+def test_density_png_keeps_relative_values_and_resizes_to_the_image():
+    density = np.random.default_rng(0).random((6, 8)) ** 4  # a peaky map with small values
+    restored = decode_density_png(encode_density_png(density), (6, 8))
+    np.testing.assert_allclose(restored, density / density.sum(), atol=density.max() / 65535 / density.sum())
+    assert decode_density_png(encode_density_png(density), (12, 16)).shape == (12, 16)
+    with pytest.raises(ValueError, match="non-negative"):
+        encode_density_png(-density)

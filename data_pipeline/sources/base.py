@@ -83,6 +83,29 @@ def decode_npy(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
 
 
+def encode_density_png(density: np.ndarray) -> bytes:
+    """A non-negative map as a 16-bit grayscale PNG, scaled to its maximum: 65,536 levels of relative
+    density (only relative values matter to a sampler), a fraction of float storage once compressed."""
+    density = np.asarray(density, dtype=np.float64)
+    peak = float(density.max())
+    if not np.isfinite(density).all() or density.min() < 0 or peak <= 0:
+        raise ValueError("a density must be finite, non-negative and not all zero")
+    return encode_png(np.round(density / peak * 65535).astype(np.uint16))
+
+
+def decode_density_png(data: bytes, size: tuple[int, int]) -> np.ndarray:
+    """`encode_density_png` bytes -> float32 (height, width) = `size`, bilinearly resized, summing to 1."""
+    with Image.open(io.BytesIO(data)) as image:
+        plane = np.asarray(image, dtype=np.float32)
+    if plane.shape != size:
+        plane = np.asarray(Image.fromarray(plane, mode="F").resize(size[::-1], Image.BILINEAR))
+    plane = np.maximum(plane, 0.0)
+    total = float(plane.sum())
+    if not np.isfinite(total) or total <= 0:
+        raise ValueError("the density has no mass")
+    return plane / total
+
+
 def encode_label(label: int) -> bytes:
     return str(int(label)).encode("ascii")
 

@@ -42,10 +42,11 @@ import torch.nn.functional as F
 
 from data_pipeline.augment import sample_crop_boxes
 from data_pipeline.errors import DataError
-from data_pipeline.sources.base import decode_image, decode_npy
+from data_pipeline.sources.base import decode_density_png, decode_image, decode_npy
 
 IMAGE_FIELDS = ("image.png", "image.jpg")
-SALIENCY_FIELD = "saliency.npy"
+SALIENCY_FIELD = "saliency.npy"  # STL-10: float16 at the image size
+SALIENCY_PNG = "saliency.png"  # ImageNet: relative density at a fraction of the size (`encode_density_png`)
 LABEL_FIELD = "label.cls"
 IOR_FLOOR = 1e-16  # added to the map after each inhibition, as in the original
 
@@ -198,9 +199,13 @@ class GlimpseComposer:
             raise ValueError(f"sample has no {LABEL_FIELD} field; fields: {sorted(sample)}")
         try:
             image = decode_image(sample[image_field], mode="RGB")
-            saliency = decode_npy(sample[SALIENCY_FIELD]).astype(np.float32) if SALIENCY_FIELD in sample else None
+            saliency = None
+            if SALIENCY_FIELD in sample:
+                saliency = decode_npy(sample[SALIENCY_FIELD]).astype(np.float32)
+            elif SALIENCY_PNG in sample:
+                saliency = decode_density_png(sample[SALIENCY_PNG], image.shape[:2])
         except Exception as err:  # PIL and numpy raise OSError, ValueError, EOFError... on broken bytes
-            raise ValueError(f"{image_field} or {SALIENCY_FIELD} is unreadable: {err}") from None
+            raise ValueError(f"{image_field} or its saliency map is unreadable: {err}") from None
         label = int(sample[LABEL_FIELD].decode("ascii"))  # ValueError on anything but an integer
         if label < -1:
             raise ValueError(f"label {label} is negative (only -1, 'unlabelled', is allowed)")

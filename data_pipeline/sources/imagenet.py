@@ -17,7 +17,7 @@ a RandomResizedCrop of image and map together (training) or their centre square 
 
 Fields per sample:
     image.jpg     RGB, shorter side image_size
-    saliency.npy  float16 density of the same size, summing to 1 (only with saliency_root)
+    saliency.png  fixation density at 1/4 of the image's size, 16-bit PNG (only with saliency_root)
     label.cls     class index
 """
 
@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from data_pipeline.errors import DataError
-from data_pipeline.sources.base import SourceSplit, encode_jpeg, encode_label, encode_npy
+from data_pipeline.sources.base import SourceSplit, encode_density_png, encode_jpeg, encode_label
 from data_pipeline.sources.stl10 import density16
 
 MEAN = [0.485, 0.456, 0.406]
@@ -40,6 +40,7 @@ SPLITS = ("train", "val")
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 SALIENCY_SUFFIXES = ("_sal.npy", "-sal.npy")  # the loader's and the extraction script's names
 JPEG_QUALITY = 95
+SALIENCY_STRIDE = 4  # maps are stored at 1/4 of the image side (see `load_saliency`)
 
 
 def class_folders(split_dir: Path) -> list[str]:
@@ -116,7 +117,11 @@ def load_image(path: Path, image_size: int) -> tuple[np.ndarray, tuple[int, int]
 
 
 def load_saliency(path: Path, native: tuple[int, int], size: tuple[int, int], image: Path) -> np.ndarray:
-    """The map resampled to `size` (height, width) as a float16 density summing to 1."""
+    """The map resampled to `size` (height, width) as a float16 density summing to 1.
+
+    Stored at 1/SALIENCY_STRIDE of that size as a 16-bit PNG (`encode_density_png`): full-size
+    float16 maps would outweigh the JPEGs many times over (~170 GB for the train split) and sit in
+    float16's subnormal range; fixation densities are smooth, and the loader resizes them back."""
     try:
         density = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:
@@ -169,12 +174,14 @@ def read_split(root: str | os.PathLike, split: str, *, saliency_root: str | os.P
             pixels, native = load_image(path, image_size)
             sample = {"image.jpg": encode_jpeg(pixels, quality=JPEG_QUALITY), "label.cls": encode_label(label)}
             if maps is not None:
-                sample["saliency.npy"] = encode_npy(load_saliency(maps[i], native, pixels.shape[:2], path))
+                small = tuple(-(-side // SALIENCY_STRIDE) for side in pixels.shape[:2])
+                sample["saliency.png"] = encode_density_png(load_saliency(maps[i], native, small, path))
             yield sample
 
     fields = {"image.jpg": f"RGB JPEG (quality {JPEG_QUALITY}), shorter side {image_size}",
               "label.cls": "class index, position of the class folder in sorted order"}
     if maps is not None:
-        fields["saliency.npy"] = "float16 fixation density summing to 1, same size as the image"
+        fields["saliency.png"] = (f"fixation density at 1/{SALIENCY_STRIDE} of the image's size, 16-bit PNG "
+                                  "scaled to its maximum (relative density)")
     return SourceSplit(samples=samples(), num_samples=len(images), fields=fields,
                        dataset_info=dataset_info(classes, image_size, maps is not None))
