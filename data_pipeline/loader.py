@@ -20,7 +20,7 @@ from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from data_pipeline import sharding, storage
 from data_pipeline.errors import DataError
-from data_pipeline.shards import WRITE_HINT, Manifest, check_shards_present, read_manifest, shard_urls
+from data_pipeline.shards import WRITE_HINT, Manifest, check_shards_present, read_manifest, select_shards, shard_urls
 from data_pipeline.sources.base import Composer
 from data_pipeline.storage import S3Options
 
@@ -263,7 +263,8 @@ class SequenceLoader:
         value = self.manifest.dataset_info[key]
         values = [float(v) for v in value] if isinstance(value, (list, tuple)) else [float(value)] * self.channels
         if len(values) != self.channels:
-            raise DataError(f"{self.shard_dir}: dataset_info.{key} has {len(values)} values for {self.channels} channels")
+            raise DataError(f"{self.shard_dir}: dataset_info.{key} has {len(values)} values for "
+                            f"{self.channels} channels")
         return values
 
     @property
@@ -277,7 +278,7 @@ class SequenceLoader:
 def build_sequence_loader(shard_dir: str, *, composer: Composer | Callable[[Manifest], Composer], num_views: int,
                           batch_size: int, rank: int, world_size: int, num_workers: int, seed: int, train: bool,
                           shuffle_buffer: int = 1000, s3: S3Options | None = None,
-                          resample_batches: int | None = None) -> SequenceLoader:
+                          resample_batches: int | None = None, shard_pattern: str | None = None) -> SequenceLoader:
     """A SequenceLoader for one rank over the shard set in shard_dir (a path, file:// or s3:// URL).
 
     `composer` turns the set's samples into sequences (`data_pipeline.sources`); pass a function of
@@ -285,6 +286,7 @@ def build_sequence_loader(shard_dir: str, *, composer: Composer | Callable[[Mani
     `resample_batches` (train only): instead of splitting the shards among ranks and workers for one
     pass, every worker draws shards with replacement (seeded per rank, worker and epoch) and the
     rank yields exactly this many batches per epoch: any number of nodes, any number of shards.
+    `shard_pattern`: a brace pattern naming the shards of the set to read (`shard-{000000..000009}.tar`).
     """
     problems = [msg for bad, msg in [
         (num_views < 2, f"num_views must be >= 2 (M observed views + 1 target), got {num_views}"),
@@ -299,6 +301,8 @@ def build_sequence_loader(shard_dir: str, *, composer: Composer | Callable[[Mani
     if problems:
         raise DataError(f"invalid loader settings: {'; '.join(problems)}")
     manifest = read_manifest(shard_dir, s3)
+    if shard_pattern is not None:
+        manifest = select_shards(manifest, shard_pattern, shard_dir)
     if not hasattr(composer, "compose"):
         composer = composer(manifest)
     check_shards_present(shard_dir, manifest, s3)  # here, not later inside a DataLoader worker's traceback

@@ -102,6 +102,18 @@ def _parse_manifest(doc, where) -> Manifest:
     return Manifest(**{**doc, "shards": shards})
 
 
+def select_shards(manifest: Manifest, pattern: str, where: str) -> Manifest:
+    """The manifest of the set's shards that a brace pattern names, e.g. `shard-{000000..000009}.tar`."""
+    names = storage.expand_urls(pattern)
+    known = {shard.name: shard for shard in manifest.shards}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise DataError(f"{where} has no shard {unknown[0]} ({len(unknown)} of the {len(names)} that {pattern} names "
+                        f"are not in its manifest; it holds {manifest.shards[0].name} .. {manifest.shards[-1].name})")
+    chosen = [known[name] for name in dict.fromkeys(names)]
+    return dataclasses.replace(manifest, shards=chosen, num_samples=sum(s.num_samples for s in chosen))
+
+
 def verify_shards(shard_dir: str | os.PathLike, s3: S3Options | None = None) -> Manifest:
     """Check every shard's size and sha256 against the manifest; DataError naming the first bad one.
 

@@ -278,3 +278,15 @@ def test_resampling_is_for_training_loaders(tmp_path):
         build_sequence_loader(str(shards), composer=functools.partial(AffineComposer.for_shards, IDENTITY, SIDE + 4),
                               num_views=3, batch_size=4, rank=0, world_size=1, num_workers=0, seed=0, train=False,
                               resample_batches=5)
+
+
+def test_a_brace_pattern_reads_only_the_shards_it_names(tmp_path):
+    shards = make_shards(tmp_path / "s", [4, 4, 4, 4])  # samples 0-3, 4-7, 8-11, 12-15
+    ld = build_sequence_loader(str(shards), composer=functools.partial(AffineComposer.for_shards, IDENTITY, SIDE + 4),
+                               num_views=3, batch_size=4, rank=0, world_size=1, num_workers=0, seed=0, train=False,
+                               shard_pattern="shard-{000001..000002}.tar")
+    assert ld.manifest.num_samples == 8 and sorted(i for b in epoch_ids(ld) for i in b) == list(range(4, 12))
+    with pytest.raises(DataError, match=r"has no shard shard-000004.tar \(4 of the 5 .* holds shard-000000.tar"):
+        build_sequence_loader(str(shards), composer=functools.partial(AffineComposer.for_shards, IDENTITY, SIDE + 4),
+                              num_views=3, batch_size=4, rank=0, world_size=1, num_workers=0, seed=0, train=False,
+                              shard_pattern="shard-{000003..000007}.tar")

@@ -36,6 +36,8 @@ class DataConfig:
     s3_region: Optional[str] = None  # None: AWS_REGION / the profile's region
     s3_profile: Optional[str] = None  # None: AWS_PROFILE / the default chain
     prepare: bool = True  # write the shards from the raw dataset first if they are missing
+    train_shards: Optional[str] = None  # brace pattern of the train set's shards to read, e.g.
+    # shard-{000000..000099}.tar (a subset); None: all
     train_split: str = "train"  # the shard set seq-JEPA trains on (stl10: `unlabeled`); probes use train and val
     source_dir: Optional[str] = None  # the raw dataset's folder; fashion-mnist: None = cache, Debian package, HTTP
     cache_dir: str = "~/seq-jepa/data/cache"  # where fetched raw files are kept

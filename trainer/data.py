@@ -44,7 +44,8 @@ def build_loader(config: Config, split: str, rank: int, world_size: int) -> Sequ
     batch = config.data.batch_size if train else config.data.val_batch_size
     folder = config.data.train_split if train else split
     return _loader(config, folder, seq_len + 1, batch // world_size, rank, world_size, train,
-                   resample_batches=config.train.steps_per_epoch if train and config.data.resample else None)
+                   resample_batches=config.train.steps_per_epoch if train and config.data.resample else None,
+                   shard_pattern=config.data.train_shards if train else None)
 
 
 def build_frozen_view_loader(config: Config, split: str, num_views: int) -> SequenceLoader:
@@ -57,13 +58,14 @@ def build_frozen_view_loader(config: Config, split: str, num_views: int) -> Sequ
 
 
 def _loader(config: Config, split: str, num_views: int, batch: int, rank: int, world_size: int,
-            train: bool, num_workers: int | None = None, resample_batches: int | None = None) -> SequenceLoader:
+            train: bool, num_workers: int | None = None, resample_batches: int | None = None,
+            shard_pattern: str | None = None) -> SequenceLoader:
     return build_sequence_loader(
         f"{config.data.shards.rstrip('/')}/{split}", composer=functools.partial(build_composer, config),
         num_views=num_views, batch_size=batch, rank=rank, world_size=world_size,
         num_workers=config.data.loader_workers if num_workers is None else num_workers, seed=config.train.seed,
         train=train, shuffle_buffer=config.data.shuffle_buffer, s3=s3_options(config),
-        resample_batches=resample_batches)
+        resample_batches=resample_batches, shard_pattern=shard_pattern)
 
 
 def build_composer(config: Config, manifest: Manifest) -> Composer:
