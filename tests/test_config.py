@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trainer.config import Config, config_from_dict, flatten, load_config, to_dict
+from trainer.config import DEFAULT_CONFIG_PATH, Config, config_from_dict, flatten, load_config, to_dict
 from trainer.errors import ConfigError
 
 
@@ -83,3 +83,11 @@ def test_only_stl10_has_an_unlabeled_split_to_train_on():
     with pytest.raises(ConfigError, match="data.train_split=unlabeled exists for stl10 only"):
         load_config(None, ["data.train_split=unlabeled"])
     assert load_config(None, ["data.dataset=stl10", "data.train_split=unlabeled"]).data.train_split == "unlabeled"
+
+
+@pytest.mark.parametrize("name", ["3diebench", "cifar100", "tinyimagenet", "stl10_pls"])
+def test_the_paper_recipes_load_and_name_their_dataset(name):
+    path = DEFAULT_CONFIG_PATH.parent / f"{name}.yaml"
+    config = load_config(path)
+    assert config.data.dataset == name.split("_")[0] and config.model.encoder == "resnet18"
+    assert config.scaling.use_gpu and config.model.num_layers == 3 and config.model.num_heads == 4
