@@ -42,9 +42,11 @@ def ray_head():
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     address = f"http://127.0.0.1:{dashboard_port}"
     try:
-        deadline = time.monotonic() + 90
-        while subprocess.run(_ray_cli() + ["job", "list", "--address", address], env=env, capture_output=True,
-                             timeout=60).returncode != 0:
+        # Ready when a trivial job runs: the dashboard answers before the node's job agent has registered
+        # ("No available agent to submit job").
+        deadline = time.monotonic() + 120
+        while subprocess.run(_ray_cli() + ["job", "submit", "--address", address, "--", "true"], env=env,
+                             capture_output=True, timeout=60).returncode != 0:
             if head.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"`ray start --head` did not come up (exit code {head.poll()}); logs in {temp_dir}")
             time.sleep(1)
