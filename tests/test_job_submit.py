@@ -38,7 +38,10 @@ def ray_head():
     head = subprocess.Popen(
         _ray_cli() + ["start", "--head", "--block", f"--temp-dir={temp_dir}", "--num-cpus=2",
                       "--node-ip-address=127.0.0.1", f"--port={free_port()}", "--dashboard-host=127.0.0.1",
-                      f"--dashboard-port={dashboard_port}", f"--ray-client-server-port={free_port()}"],
+                      f"--dashboard-port={dashboard_port}", f"--ray-client-server-port={free_port()}",
+                      # Fixed defaults (the agent's 52365, ...) clash with the session's other local Ray instance.
+                      f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+                      f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     address = f"http://127.0.0.1:{dashboard_port}"
     try:
