@@ -123,9 +123,6 @@ class ViewParams:
     def cat(parts: list["ViewParams"]) -> "ViewParams":
         return ViewParams(**{f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in fields(ViewParams)})
 
-    def select(self, index: torch.Tensor) -> "ViewParams":
-        return ViewParams(**{f.name: getattr(self, f.name)[index] for f in fields(ViewParams)})
-
 
 # ---------------------------------------------------------------- sampling
 

@@ -32,7 +32,7 @@ KNOWN_SCHEMA_VERSIONS = (1,)
 MANIFEST = "manifest.json"
 FIELDS = {"image.png": "source image, lossless PNG (8-bit grayscale or RGB)",
           "label.cls": "class index as ASCII decimal"}
-WRITE_HINT = "rewrite it with `python -m data_pipeline write fashion-mnist --out DIR`"
+WRITE_HINT = "rewrite the shard set with `python -m data_pipeline write DATASET --out DIR`"
 
 
 @dataclass(frozen=True)
