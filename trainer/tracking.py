@@ -70,29 +70,49 @@ def find_run(config: Config, uri: str) -> str | None:
     return None if experiment is None else _find_run(client, experiment.experiment_id, config.run.name)
 
 
-def start_or_resume_run(config: Config, uri: str) -> tuple[str, bool]:
-    """Return (run_id, resumed). A run with the same `run.name` in the experiment is continued."""
+def open_run(uri: str, experiment: str, name: str, tags: dict[str, str] | None = None) -> tuple[str, bool]:
+    """(run_id, resumed): the run named `name` in the experiment, continued, or a new one with `tags`."""
     client = _client(uri)
-    experiment_id = _experiment_id(client, uri, config.tracking.experiment)
-    name = config.run.name
+    experiment_id = _experiment_id(client, uri, experiment)
     run_id = _find_run(client, experiment_id, name)
     if run_id is not None:
         client.update_run(run_id, status="RUNNING")
         return run_id, True
-    tags = {RUN_NAME_TAG: name, "git_commit": git_commit(), "dataset": config.data.dataset,
-            "parallelism": config.scaling.parallelism, "encoder": config.model.encoder}
-    run = client.create_run(experiment_id, run_name=name, tags=tags)
-    run_id = run.info.run_id
+    run = client.create_run(experiment_id, run_name=name, tags={RUN_NAME_TAG: name, "git_commit": git_commit(),
+                                                                **(tags or {})})
+    return run.info.run_id, False
+
+
+def log_params(uri: str, run_id: str, params: dict[str, object]) -> None:
     from mlflow.entities import Param
 
-    params = [Param(k, str(v)) for k, v in flatten(to_dict(config)).items()]
-    for start in range(0, len(params), 100):  # MLflow accepts at most 100 params per batch
-        client.log_batch(run_id, params=params[start:start + 100])
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "config.yaml"
-        path.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
-        client.log_artifact(run_id, str(path))
+    batch = [Param(k, str(v)) for k, v in params.items()]
+    client = _client(uri)
+    for start in range(0, len(batch), 100):  # MLflow accepts at most 100 params per batch
+        client.log_batch(run_id, params=batch[start:start + 100])
+
+
+def start_or_resume_run(config: Config, uri: str, tags: dict[str, str] | None = None) -> tuple[str, bool]:
+    """Return (run_id, resumed). A run with the same `run.name` in the experiment is continued.
+
+    `tags` are added to a new run (a sweep's trial passes `mlflow.parentRunId` to nest under its sweep).
+    """
+    run_tags = {"dataset": config.data.dataset, "parallelism": config.scaling.parallelism,
+                "encoder": config.model.encoder, **(tags or {})}
+    run_id, resumed = open_run(uri, config.tracking.experiment, config.run.name, run_tags)
+    if resumed:
+        return run_id, True
+    log_params(uri, run_id, flatten(to_dict(config)))
+    log_text(uri, run_id, "config.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
     return run_id, False
+
+
+def log_text(uri: str, run_id: str, filename: str, text: str, artifact_path: str | None = None) -> None:
+    """A small text file (a resolved config, a table) as an artifact of the run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / filename
+        path.write_text(text)
+        _client(uri).log_artifact(run_id, str(path), artifact_path)
 
 
 def finish_run(uri: str, run_id: str, status: str) -> None:
