@@ -131,17 +131,26 @@ def _run(args: argparse.Namespace) -> int:
     except BaseException:
         finish_run(uri, parent_run_id, "FAILED")
         raise
-    errors = [r.error for r in results if r.error is not None]
     runs = report.child_runs(uri, parent_run_id)
     print(report.markdown_table(runs, list(spec.search_space)))
+    # Interrupted (Ctrl-C, a lost driver): Tune saved its state and the same command resumes. A trial
+    # whose last result is not `done` was stopped midway, whatever status Tune gave it.
+    unfinished = sum(1 for r in results if r.error is None and not r.metrics.get("done"))
+    if unfinished:
+        for run in runs:
+            if run.status == "RUNNING":
+                finish_run(uri, run.run_id, "KILLED")
+        finish_run(uri, parent_run_id, "KILLED")
+        print(f"[seq-jepa sweep] interrupted with {unfinished} of {len(results)} trials unfinished; run the same "
+              "command again to resume", file=sys.stderr)
+        return 130
     if not args.no_report and spec.evaluate.enabled:
-        out = spec.folder / "report"
-        for path in report.make_report(runs, out, uri, parent_run_id, list(spec.search_space)):
+        for path in report.make_report(runs, spec.folder / "report", uri, parent_run_id, list(spec.search_space)):
             print(f"[seq-jepa sweep] figure: {path}")
-    finish_run(uri, parent_run_id, "FAILED" if errors else "FINISHED")
-    if errors:
-        print(f"[seq-jepa sweep] {len(errors)} of {len(results)} trials failed; the first error:\n{errors[0]}",
-              file=sys.stderr)
+    finish_run(uri, parent_run_id, "FAILED" if results.num_errors else "FINISHED")
+    if results.num_errors:
+        print(f"[seq-jepa sweep] {results.num_errors} of {len(results)} trials failed; the first error:\n"
+              f"{results.errors[0]}", file=sys.stderr)
         return 1
     if uri.startswith("sqlite:///"):
         print(f"[seq-jepa sweep] compare the trials: mlflow ui --backend-store-uri {uri}")

@@ -1,8 +1,13 @@
 """The smoke sweep end to end: real Ray Tune trials, each a real TorchTrainer with 2 workers, MLflow
-child runs under the sweep's parent run, the report's figures; then the same sweep resumed."""
+child runs under the sweep's parent run, the report's figures; interrupted midway and resumed."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,15 +18,35 @@ from sweeps.trial import SWEEP_TAG
 
 pytestmark = pytest.mark.integration
 
-SMOKE = Path(__file__).resolve().parents[1] / "sweeps" / "smoke.yaml"
+PROJECT = Path(__file__).resolve().parents[1]
+SMOKE = PROJECT / "sweeps" / "smoke.yaml"
+
+
+def interrupt_when(process: subprocess.Popen, ready, timeout: float = 600) -> int:
+    """Ctrl-C the sweep once `ready()` holds (a Tune driver saves its state and exits); its exit code."""
+    deadline = time.monotonic() + timeout
+    while process.poll() is None and not ready() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+    return process.wait(timeout=180)
 
 
 def test_smoke_sweep_trains_trials_logs_child_runs_and_draws_the_report(ray_local, fashion_mnist_shards, tmp_path,
                                                                         mlflow_uri):
     from mlflow.tracking import MlflowClient
 
-    args = [str(SMOKE), f"storage_path={tmp_path / 'sweeps'}", f"data.shards={fashion_mnist_shards}",
+    storage = tmp_path / "sweeps"
+    args = [str(SMOKE), f"storage_path={storage}", f"data.shards={fashion_mnist_shards}",
             "data.prepare=false", f"tracking.tracking_uri={mlflow_uri}"]
+    # First a separate driver on the same Ray cluster, interrupted once the second trial has checkpointed.
+    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
+    with open(tmp_path / "interrupted.log", "w") as log:
+        first = subprocess.Popen([sys.executable, "sweeps/run.py", *args], cwd=PROJECT, env=env, stdout=log,
+                                 stderr=subprocess.STDOUT)
+        second_trial_checkpointed = lambda: any((storage / "smoke" / "runs").glob("smoke-*_00001/checkpoint_*"))  # noqa: E731
+        assert interrupt_when(first, second_trial_checkpointed) == 130, (tmp_path / "interrupted.log").read_text()[-3000:]
+    # The same command resumes it: the first trial stays done, the second continues from its checkpoint.
     assert sweep_main(args) == 0
 
     client = MlflowClient(mlflow_uri)
@@ -37,9 +62,10 @@ def test_smoke_sweep_trains_trials_logs_child_runs_and_draws_the_report(ray_loca
         assert any(k.startswith("inv/") for k in run.metrics) and any(k.startswith("equi/") for k in run.metrics)
         assert {f"eval/inv/acc_agg/M{k}" for k in (1, 2, 3)} <= set(run.metrics)
         assert "eval/equi/r2_enc/rotation" in run.metrics
-        # rank 0 alone logs: one value per logged step, not one per worker
-        history = client.get_metric_history(run.run_id, "train/loss")
-        assert len(history) == len({m.step for m in history}) > 0
+        # Rank 0 alone logs, and the resumed trial went on from its epoch-0 checkpoint: step 5 (epoch 0)
+        # is logged once; step 10 twice if the interrupt fell between epoch 1's last log and its checkpoint.
+        steps = [m.step for m in client.get_metric_history(run.run_id, "train/loss")]
+        assert set(steps) == {5, 10} and steps.count(5) == 1
     # No stray runs: the experiment holds the parent and its two children only.
     experiment = client.get_run(parent).info.experiment_id
     assert len(client.search_runs([experiment])) == 3
@@ -52,7 +78,7 @@ def test_smoke_sweep_trains_trials_logs_child_runs_and_draws_the_report(ray_loca
     assert "report/heatmap_acc_mtr_mval.png" in attached and "report/trials.md" in attached
     assert "| smoke-" in (report / "trials.md").read_text()
 
-    # The same command again resumes the finished sweep: no trial reruns, no new MLflow run.
+    # Once more on a finished sweep: nothing reruns, no new MLflow run.
     assert sweep_main(args) == 0
     assert len(client.search_runs([experiment])) == 3
     assert {r.run_id for r in child_runs(mlflow_uri, parent)} == {r.run_id for r in runs}
