@@ -305,7 +305,11 @@ def load_sweep(path: str | Path, overrides: list[str] = ()) -> SweepSpec:
             base = tree.setdefault("base", {}) or {}
             tree["base"] = {**base, "overrides": [*(base.get("overrides") or []), f"{key}={raw}"]}
             continue
-        value = yaml.safe_load(raw) if raw.strip() else None
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            raise ConfigError(f"override '{text}': the value is not valid YAML (quote a list of overrides: "
+                              "'evaluate.overrides=[\"eval.epochs=5\"]')") from None
         if key.startswith("search_space."):  # the rest is one dotted training-config key
             tree.setdefault("search_space", {})[key[len("search_space."):]] = value
             continue
