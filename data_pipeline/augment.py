@@ -250,6 +250,11 @@ def relative_actions(actions: torch.Tensor) -> torch.Tensor:
     return actions[:, 1:] - actions[:, :-1]
 
 
+def path_actions(actions: torch.Tensor) -> torch.Tensor:
+    """(B, V, A) -> (B, V-1, A): index j is the net action from view 0 to view j+1 (a difference, as one step)."""
+    return actions[:, 1:] - actions[:, :1]
+
+
 # ---------------------------------------------------------------- batch composition
 
 def _images_and_labels(images, labels) -> tuple[torch.Tensor, torch.Tensor]:
@@ -274,7 +279,8 @@ def compose_batch(images, labels=None, *, num_views: int, generator: torch.Gener
 
     images: uint8 (B, H, W, 3) array/tensor, or a list of records {"image", "label"}.
     Returns views uint8 (B, V, 3, S, S) (first V-1 observation views, the target last), actions
-    float32 (B, V, A), rel_actions float32 (B, V-1, A), label int64 (B,), orig uint8 (B, 3, S, S).
+    float32 (B, V, A), rel_actions float32 (B, V-1, A), path_actions float32 (B, V-1, A) (view 0 -> view j+1),
+    label int64 (B,), orig uint8 (B, 3, S, S).
     Parameters are drawn on the CPU generator, so a seed gives the same batch on every device;
     `blur=False` drops the blur op and its action coordinate (the original's --no-blur).
     """
@@ -295,4 +301,4 @@ def compose_batch(images, labels=None, *, num_views: int, generator: torch.Gener
     raw = torch.cat([raw_actions(obs, blur).view(b, num_views - 1, -1), raw_actions(tgt, blur).view(b, 1, -1)], 1)
     actions = normalise_actions(raw, height, width, legacy_view_norm)
     return {"views": views, "actions": actions, "rel_actions": relative_actions(actions),
-            "label": labels, "orig": resize_images(sources, size)}
+            "path_actions": path_actions(actions), "label": labels, "orig": resize_images(sources, size)}

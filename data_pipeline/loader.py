@@ -169,7 +169,8 @@ class SequenceLoader:
     """Iterable over batch dicts for one rank; call `set_epoch` before each epoch.
 
     Batch (the composer's): views uint8 (B, V, C, S, S) with the prediction target last, actions
-    float32 (B, V, A) absolute, rel_actions float32 (B, V-1, A) from view j to j+1, label int64 (B,).
+    float32 (B, V, A) absolute, rel_actions float32 (B, V-1, A) from view j to j+1, path_actions float32
+    (B, V-1, A) from view 0 to view j+1, label int64 (B,).
     """
 
     def __init__(self, shard_dir: str, manifest: Manifest, *, composer: Composer, num_views: int, batch_size: int,

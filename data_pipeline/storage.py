@@ -253,6 +253,19 @@ class S3Store:
             raise _s3_error(err, prefix, self.options, "list") from None
         return dict(sorted(sizes.items()))
 
+    def list_folders(self, prefix: str) -> list[str]:
+        """URLs (no trailing slash) of the folder-like prefixes directly under `prefix`, sorted."""
+        bucket, key = split_s3_url(prefix)
+        key = key.rstrip("/") + "/" if key else ""
+        folders: list[str] = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=bucket, Prefix=key, Delimiter="/"):
+                folders += [f"s3://{bucket}/{p['Prefix'].rstrip('/')}" for p in page.get("CommonPrefixes", [])]
+        except Exception as err:  # noqa: BLE001
+            raise _s3_error(err, prefix, self.options, "list") from None
+        return sorted(folders)
+
     def delete(self, url: str) -> None:
         bucket, key = split_s3_url(url)
         self._call("delete", url, self.client.delete_object, Bucket=bucket, Key=key)

@@ -96,6 +96,14 @@ def relative_actions(params: torch.Tensor, space: ActionSpace | None = None) -> 
     return _to_actions(delta[..., 0], delta[..., 1:], space)
 
 
+def path_actions(params: torch.Tensor, space: ActionSpace | None = None) -> torch.Tensor:
+    """(B, V, 6) params -> (B, V-1, 7): index j is the net action from view 0 to view j+1, computed as
+    `relative_actions` computes one step (Δ = (view j+1) - (view 0)): the net rotation angle is the sum of
+    the step angles, and index 0 is the first relative action."""
+    delta = params[:, 1:] - params[:, :1]
+    return _to_actions(delta[..., 0], delta[..., 1:], space)
+
+
 def pad_to_canvas(images: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> (B, C, P, P), P = max(H, W) + 4, the source centred on a zero canvas."""
     h, w = images.shape[-2:]

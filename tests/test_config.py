@@ -49,10 +49,22 @@ def test_eval_seq_len_can_differ_from_training():
     ("data.val_batch_size=7", "data.val_batch_size=7 is not divisible by scaling.num_workers=2"),
     ("model=3", "'model' must be a mapping"),
     ("model.seq_len.x=3", "cannot set 'model.seq_len.x'"),
+    ("eval.seq_lens=3", "eval.seq_lens must be a list of int (e.g. [1, 2, 4]), got 3"),
+    ("eval.seq_lens=[1, x]", "eval.seq_lens[1] must be int, got 'x'"),
+    ("eval.seq_lens=[0, 2]", "eval.seq_lens must be a non-empty list of lengths >= 1"),
+    ("eval.seq_lens=[]", "eval.seq_lens must be a non-empty list of lengths >= 1"),
+    ("eval.seq_lens=[2, 2]", "eval.seq_lens has repeats"),
 ])
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
         load_config(None, [override])
+
+
+def test_eval_seq_lens_is_a_list_of_inference_lengths():
+    assert Config().eval.seq_lens == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert load_config().eval.seq_lens == [1, 2, 3, 4, 5, 6]  # the embedded default
+    assert load_config(None, ["eval.seq_lens=[1, 4, 8]"]).eval.seq_lens == [1, 4, 8]
+    assert flatten(to_dict(load_config()))["eval.seq_lens"] == [1, 2, 3, 4, 5, 6]
 
 
 def test_unknown_key_suggests_the_closest():

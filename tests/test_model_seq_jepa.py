@@ -159,3 +159,19 @@ def test_single_view_aggregate_sees_no_action():
     out = model(*_inputs(3))
     z1_alone = model.aggregate(out.z_enc[:, :1], torch.randn(B, 1, A))  # any action: the only token gets 0
     assert torch.allclose(out.z_agg_single[:, 0], z1_alone, atol=1e-6)
+
+
+def test_keep_last_action_gives_every_token_its_action():
+    """Path integration (spec §4.8): token M carries a_M too, so z_AGG depends on it; the default does not."""
+    model = _model().eval()
+    z = torch.randn(B, 3, model.feature_dim)
+    actions = torch.randn(B, 3, A)
+    other_last = torch.cat([actions[:, :2], torch.randn(B, 1, A)], dim=1)
+    seen = []
+    _capture_inputs(model.aggregator, seen)
+    kept = model.aggregate(z, actions, keep_last_action=True)
+    assert torch.all(seen[0][:, 1:, model.feature_dim:].abs().sum(-1) > 0), "every token carries an action"
+    assert not torch.allclose(kept, model.aggregate(z, other_last, keep_last_action=True))
+    assert torch.allclose(model.aggregate(z, actions), model.aggregate(z, other_last), atol=1e-6)
+    no_actions = _model(action_cond=False).eval()  # nothing to keep: the flag changes nothing
+    assert torch.equal(no_actions.aggregate(z, actions, keep_last_action=True), no_actions.aggregate(z, actions))

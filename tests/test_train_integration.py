@@ -62,11 +62,12 @@ def test_two_fsdp2_workers_train_checkpoint_log_and_resume(ray_local, fashion_mn
     assert steps == sorted(set(steps)) and steps[-1] == 9, f"steps did not continue: {steps}"
 
     # Offline evaluation: the FSDP2 shards of both ranks are reassembled into one frozen model.
-    tiny_eval = ["eval.max_seq_len=3", "eval.train_samples=256", "eval.val_samples=128", "eval.epochs=2",
-                 "eval.hidden=16"]
+    tiny_eval = ["eval.seq_lens=[1, 2, 3]", "eval.train_samples=256", "eval.val_samples=128", "eval.epochs=2",
+                 "eval.hidden=16", f"data.cache_dir={tmp_path / 'cache'}"]
     assert evaluate_main([str(tmp_path / "runs" / name), *tiny_eval]) == 0
     for key in ["eval/inv/acc_agg/M1", "eval/inv/acc_agg/M3", "eval/inv/acc_enc", "eval/equi/r2_enc",
-                "eval/equi/r2_enc/rotation", "eval/equi/r2_agg"]:
+                "eval/equi/r2_enc/rotation", "eval/equi/r2_agg", "eval/equi/r2_abs/rotation", "eval/path/r2/M3",
+                "eval/path/r2_no_vision/M1"]:
         history = client.get_metric_history(run.info.run_id, key)
         assert [m.step for m in history] == [9], f"{key}: {history}"
     assert "eval/results.json" in {a.path for a in client.list_artifacts(run.info.run_id, "eval")}

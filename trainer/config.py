@@ -115,7 +115,8 @@ class ProbeConfig:
 class EvalConfig:
     """Offline evaluation (`python -m trainer.evaluate`): probes on the frozen model (spec §4)."""
 
-    max_seq_len: int = 8  # z_AGG classifiers for every inference length M_val = 1..this, each its own probe
+    # Inference lengths M_val: one z_AGG classifier and one path-integration probe per entry, each its own probe.
+    seq_lens: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6, 7, 8])
     train_samples: Optional[int] = None  # train-split sequences the probes learn from; None: the whole split
     val_samples: Optional[int] = None  # val-split sequences they are scored on; None: the whole split
     epochs: int = 100  # passes over the cached features (spec §4.4 recommends 300 at paper scale)
@@ -123,6 +124,7 @@ class EvalConfig:
     batch_size: int = 256
     hidden: int = 1024  # width of the MLP regressor of the relative action (spec §3.6)
     seed: int = 0  # probe initialisation and minibatch order
+    feature_cache: bool = True  # keep extracted features under data.cache_dir/features and reuse them
 
 
 @dataclass
@@ -195,6 +197,8 @@ def _type_name(tp: Any) -> str:
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         return " or ".join(_type_name(a) for a in args) + " or null"
+    if origin is list:
+        return "a list of " + _type_name(typing.get_args(tp)[0]) + " (e.g. [1, 2, 4])"
     return getattr(tp, "__name__", str(tp))
 
 
@@ -217,6 +221,11 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         if value not in typing.get_args(tp):
             raise ConfigError(f"{key} must be {_type_name(tp)}, got {value!r}")
         return value
+    if origin is list:
+        if isinstance(value, list):
+            (item,) = typing.get_args(tp)
+            return [_coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+        raise ConfigError(f"{key} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -393,7 +402,9 @@ def validate(c: Config) -> None:
                  f"the global batch is split evenly across workers (try {max(workers, batch // workers * workers)})")
     _require(c.probe.lr > 0 and c.probe.hidden >= 1, "probe.lr must be > 0 and probe.hidden >= 1")
     _require(c.probe.val_batches is None or c.probe.val_batches >= 1, "probe.val_batches must be >= 1 or null")
-    _require(c.eval.max_seq_len >= 1, f"eval.max_seq_len must be >= 1, got {c.eval.max_seq_len}")
+    _require(len(c.eval.seq_lens) >= 1 and all(m >= 1 for m in c.eval.seq_lens),
+             f"eval.seq_lens must be a non-empty list of lengths >= 1, got {c.eval.seq_lens}")
+    _require(len(set(c.eval.seq_lens)) == len(c.eval.seq_lens), f"eval.seq_lens has repeats: {c.eval.seq_lens}")
     for key in ("train_samples", "val_samples"):
         value = getattr(c.eval, key)
         _require(value is None or value >= 1, f"eval.{key} must be >= 1 or null, got {value}")

@@ -4,8 +4,8 @@ Features are standardised with the train split's mean and standard deviation fir
 affine map, so a probe can express exactly what it could before, but Adam converges in far fewer
 epochs on features whose scales differ by orders of magnitude.
 
-The K classifiers of one call (one per inference length M_val) are K independent probes trained
-side by side as one batched module: their parameters are disjoint and Adam's state is per
+The K classifiers (or linear regressors) of one call (one per inference length M_val) are K
+independent probes trained side by side as one batched module: their parameters are disjoint and Adam's state is per
 parameter, so this equals K separate runs that share the minibatch order.
 """
 
@@ -45,8 +45,10 @@ def mlp_regressor(in_dim: int, hidden: int, out_dim: int, generator: torch.Gener
                              nn.Linear(hidden, out_dim))
 
 
-def _fit(module: nn.Module, loss_of_batch, num_samples: int, cfg: EvalConfig, generator: torch.Generator) -> None:
-    """Adam, no weight decay, `cfg.epochs` shuffled passes in minibatches of `cfg.batch_size`."""
+def _fit(module: nn.Module, loss_of_batch, num_samples: int, cfg: EvalConfig, generator: torch.Generator,
+         progress=None) -> None:
+    """Adam, no weight decay, `cfg.epochs` shuffled passes in minibatches of `cfg.batch_size`; `progress` (a
+    tqdm bar, or None) advances by one per epoch."""
     optimizer = torch.optim.Adam(module.parameters(), lr=cfg.lr)
     module.train()
     for _ in range(cfg.epochs):
@@ -55,11 +57,19 @@ def _fit(module: nn.Module, loss_of_batch, num_samples: int, cfg: EvalConfig, ge
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        if progress is not None:
+            progress.update(1)
     module.eval()
 
 
+def _sums_of_squares(pred: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per output dimension (SSE, total sum of squares) over the sample axis (the second to last)."""
+    pred, y = pred.double(), y.double()
+    return ((pred - y) ** 2).sum(-2), ((y - y.mean(-2, keepdim=True)) ** 2).sum(-2)
+
+
 def fit_classifiers(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
-                    num_classes: int, cfg: EvalConfig, generator: torch.Generator) -> torch.Tensor:
+                    num_classes: int, cfg: EvalConfig, generator: torch.Generator, progress=None) -> torch.Tensor:
     """K linear classifiers on K feature sets (K, N, D); returns the K val top-1 accuracies in %."""
     train_x, val_x = standardise(train_x, val_x)
     heads = BatchedLinear(train_x.shape[0], train_x.shape[-1], num_classes, generator)
@@ -68,18 +78,38 @@ def fit_classifiers(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.T
         logits = heads(train_x[:, index])  # (K, b, C); the sum over heads keeps their gradients apart
         return F.cross_entropy(logits.flatten(0, 1), train_y[index].repeat(len(logits)), reduction="sum") / len(index)
 
-    _fit(heads, loss_of_batch, train_x.shape[1], cfg, generator)
+    _fit(heads, loss_of_batch, train_x.shape[1], cfg, generator, progress)
     with torch.no_grad():
         return 100.0 * (heads(val_x).argmax(-1) == val_y).double().mean(-1)
 
 
 def fit_regressor(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
-                  cfg: EvalConfig, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+                  cfg: EvalConfig, generator: torch.Generator, progress=None) -> tuple[torch.Tensor, torch.Tensor]:
     """An MLP regressor (N, D) -> (N, A); returns per-dimension (SSE, total sum of squares) on val."""
     train_x, val_x = standardise(train_x, val_x)
     net = mlp_regressor(train_x.shape[-1], cfg.hidden, train_y.shape[-1], generator)
-    _fit(net, lambda index: F.mse_loss(net(train_x[index]), train_y[index]), len(train_x), cfg, generator)
+    _fit(net, lambda index: F.mse_loss(net(train_x[index]), train_y[index]), len(train_x), cfg, generator, progress)
     with torch.no_grad():
-        pred = net(val_x).double()
-    y = val_y.double()
-    return ((pred - y) ** 2).sum(0), ((y - y.mean(0)) ** 2).sum(0)
+        return _sums_of_squares(net(val_x), val_y)
+
+
+def fit_linear_regressors(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
+                          cfg: EvalConfig, generator: torch.Generator,
+                          progress=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """K linear regressors, features (K, N, D) -> targets (K, N, A), trained side by side; returns per head and
+    dimension (SSE, total sum of squares) on val, each (K, A).
+
+    The targets are standardised with the train split's statistics too (undone before scoring): every
+    dimension then weighs the same in the loss and no head has to learn a large intercept first.
+    """
+    train_x, val_x = standardise(train_x, val_x)
+    mean, std = train_y.mean(-2, keepdim=True), train_y.std(-2, keepdim=True).clamp(min=1e-6)
+    target = (train_y - mean) / std
+    heads = BatchedLinear(train_x.shape[0], train_x.shape[-1], train_y.shape[-1], generator)
+
+    def loss_of_batch(index: torch.Tensor) -> torch.Tensor:  # the sum over heads keeps their gradients apart
+        return F.mse_loss(heads(train_x[:, index]), target[:, index], reduction="none").mean((1, 2)).sum()
+
+    _fit(heads, loss_of_batch, train_x.shape[1], cfg, generator, progress)
+    with torch.no_grad():
+        return _sums_of_squares(heads(val_x) * std + mean, val_y)

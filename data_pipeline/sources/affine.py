@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from data_pipeline.sources.base import decode_image, decode_label
-from data_pipeline.transforms import (ACTION_DIM, ACTION_GROUPS, ActionSpace, absolute_actions, relative_actions,
-                                      render_views, sample_params)
+from data_pipeline.transforms import (ACTION_DIM, ACTION_GROUPS, ActionSpace, absolute_actions, path_actions,
+                                      relative_actions, render_views, sample_params)
 
 
 @dataclass(frozen=True)
@@ -57,4 +57,5 @@ class AffineComposer:
         return {"views": render_views(images, params, self.image_size),
                 "actions": absolute_actions(params, self.space),
                 "rel_actions": relative_actions(params, self.space),
+                "path_actions": path_actions(params, self.space),
                 "label": torch.tensor([label for _, label in records], dtype=torch.int64)}

@@ -17,7 +17,10 @@ Load time (shards -> batches), in DataLoader worker processes:
 
 The batch contract (design.md): `views` uint8 (B, V, C, S, S), the last view the prediction target;
 `actions` float32 (B, V, A) absolute per view; `rel_actions` float32 (B, V-1, A), index j the action
-from view j to view j+1; `label` int64 (B,); extra keys a probe needs may follow. All randomness
+from view j to view j+1; `path_actions` float32 (B, V-1, A), index j the net action from view 0 to
+view j+1, computed the way the source computes one step (quaternions compose, angles and positions
+add up), so `path_actions[:, 0] == rel_actions[:, 0]` (the path-integration probe's target, spec
+§4.8); `label` int64 (B,); extra keys a probe needs may follow. All randomness
 comes from `generator`, so a seed fixes the batch. A composer is a frozen dataclass (it is pickled
 into worker processes) with `action_dim` and `action_groups` ({group name: action dims}).
 """

@@ -266,7 +266,8 @@ class GlimpseComposer:
     def compose(self, records: list[dict], num_views: int, generator: torch.Generator | None = None
                 ) -> dict[str, torch.Tensor]:
         """Records -> {"views" uint8 (B, N, 3, F, F), "actions" float32 (B, N, 2) = (row/S, col/S),
-        "rel_actions" float32 (B, N-1, 2), "label" int64 (B,)}, N = num_views glimpses."""
+        "rel_actions" float32 (B, N-1, 2), "path_actions" float32 (B, N-1, 2), "label" int64 (B,)}, N = num_views
+        glimpses."""
         if num_views < 2:
             raise DataError(f"glimpse sequences need num_views >= 2 (observations plus the target), got {num_views}")
         if not records:
@@ -279,4 +280,5 @@ class GlimpseComposer:
         views = foveae.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
         actions = torch.stack([rows, cols], dim=-1).float() / size
         return {"views": views, "actions": actions, "rel_actions": actions[:, 1:] - actions[:, :-1],
+                "path_actions": actions[:, 1:] - actions[:, :1],  # net saccade displacement from glimpse 1
                 "label": torch.tensor([r["label"] for r in records], dtype=torch.int64)}

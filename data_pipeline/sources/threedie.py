@@ -24,9 +24,11 @@ latents per `latent_type`:
     color     [floor_hue, spot_hue]                                   A = 2
     all       [quaternion, floor_hue, spot_theta, spot_phi, spot_hue] A = 8
 Relative action j -> j+1: the quaternion of R_j^-1 R_{j+1} and plain differences of the rest
-(no wrap-around of hues or phi, as in the original). `canonical_quaternions=True` (the fix, spec
-§7.B11) gives every quaternion w >= 0; False keeps the original's raw signs (about 4 % of relative
-quaternions have w < 0, a sign discontinuity in regression targets).
+(no wrap-around of hues or phi, as in the original). Path action 0 -> j+1 (path integration, spec
+§4.8): the same between the first view and view j+1, i.e. the composed rotation R_0^-1 R_{j+1}.
+`canonical_quaternions=True` (the fix, spec §7.B11) gives every quaternion w >= 0; False keeps the
+original's raw signs (about 4 % of relative quaternions have w < 0, a sign discontinuity in
+regression targets).
 """
 
 from __future__ import annotations
@@ -279,20 +281,35 @@ class ThreeDIERecord:
 def latent_actions(latents: torch.Tensor, latent_type: str = "rot",
                    canonical_quaternions: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(..., V, 7) latents -> absolute actions (..., V, A) and relative ones (..., V-1, A), float64."""
+    return _actions(latents, latent_type, canonical_quaternions, start=slice(None, -1))
+
+
+def path_latent_actions(latents: torch.Tensor, latent_type: str = "rot",
+                        canonical_quaternions: bool = True) -> torch.Tensor:
+    """(..., V, 7) latents -> (..., V-1, A): index j is the net action from view 0 to view j+1, float64: the
+    composed rotation R_0^-1 R_{j+1} (the product of the step rotations) and the plain differences of the rest,
+    exactly as `latent_actions` computes one step (index 0 equals its first relative action)."""
+    return _actions(latents, latent_type, canonical_quaternions, start=slice(None, 1))[1]
+
+
+def _actions(latents: torch.Tensor, latent_type: str, canonical_quaternions: bool,
+             start: slice) -> tuple[torch.Tensor, torch.Tensor]:
+    """Absolute actions, and the actions to each later view from the views `start` picks: the view before it
+    (relative actions) or the first view (path actions)."""
     rotation, columns = _EXTRA_COLUMNS[latent_type]
     latents = latents.to(torch.float64)
     extra = latents[..., columns]
     absolute, relative = [], []
     if rotation:
         quaternion = rotations.euler_xyz_to_quaternion(latents[..., :3])
-        relative_q = rotations.relative_quaternion(quaternion[..., :-1, :], quaternion[..., 1:, :])
+        relative_q = rotations.relative_quaternion(quaternion[..., start, :], quaternion[..., 1:, :])
         if canonical_quaternions:
             quaternion = rotations.canonicalize_quaternion(quaternion)
             relative_q = rotations.canonicalize_quaternion(relative_q)
         absolute.append(quaternion)
         relative.append(relative_q)
     absolute.append(extra)
-    relative.append(extra[..., 1:, :] - extra[..., :-1, :])
+    relative.append(extra[..., 1:, :] - extra[..., start, :])
     return torch.cat(absolute, dim=-1), torch.cat(relative, dim=-1)
 
 
@@ -347,8 +364,9 @@ class ThreeDIEComposer:
         shapes = {image.shape[1:] for image in images}
         if len(shapes) > 1:
             raise ValueError(f"views of one batch differ in size: {sorted(shapes)}")
-        actions, rel_actions = latent_actions(torch.from_numpy(np.stack(latents)), self.latent_type,
-                                              self.canonical_quaternions)
+        latents = torch.from_numpy(np.stack(latents))
+        actions, rel_actions = latent_actions(latents, self.latent_type, self.canonical_quaternions)
+        path = path_latent_actions(latents, self.latent_type, self.canonical_quaternions)
         return {"views": torch.from_numpy(np.stack(images)).permute(0, 1, 4, 2, 3).contiguous(),
-                "actions": actions.float(), "rel_actions": rel_actions.float(),
+                "actions": actions.float(), "rel_actions": rel_actions.float(), "path_actions": path.float(),
                 "label": torch.tensor([record.label for record in records], dtype=torch.int64)}

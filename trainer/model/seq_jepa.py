@@ -83,12 +83,15 @@ class SeqJEPA(nn.Module):
         return SeqJEPAOutput(loss, z_agg, z_enc, target_emb, prediction, (z1, z2), z_agg_single)
 
     @torch.no_grad()
-    def aggregate(self, z_enc: torch.Tensor, rel_actions: Optional[torch.Tensor]) -> torch.Tensor:
+    def aggregate(self, z_enc: torch.Tensor, rel_actions: Optional[torch.Tensor], *,
+                  keep_last_action: bool = False) -> torch.Tensor:
         """z_AGG for (B, M, D) encoder outputs and their (B, M, A) actions, for any M (no positional encoding).
 
+        As in training the last token carries a zero action; `keep_last_action=True` gives it a_M too, so
+        z_AGG has seen every step of the path view 1 -> view M+1 (path integration, spec §4.8).
         Runs in the module's current mode: call `model.eval()` first for evaluation.
         """
-        return self._aggregate(z_enc, rel_actions)
+        return self._aggregate(z_enc, rel_actions, keep_last_action)
 
     def _encode_target(self, target_view: torch.Tensor) -> torch.Tensor:
         # The target runs in the module's mode (train mode during training: batch statistics, as in the paper).
@@ -102,16 +105,20 @@ class SeqJEPA(nn.Module):
             return self.action_embedding(actions)
         return F.pad(actions, (0, self.action_width - actions.shape[-1]))
 
-    def _token_actions(self, rel_actions: torch.Tensor) -> torch.Tensor:
-        """(B, M, A) -> (B, M, action_width): token j carries the action leaving view j; the last token carries 0."""
+    def _token_actions(self, rel_actions: torch.Tensor, keep_last_action: bool = False) -> torch.Tensor:
+        """(B, M, A) -> (B, M, action_width): token j carries the action leaving view j; the last token carries 0
+        unless `keep_last_action`."""
         embedded = self._embed_actions(rel_actions)  # all M in one call: a_M shares the BN batch (spec §1.5)
+        if keep_last_action:
+            return embedded
         # A new tensor, never an in-place write: the caller's actions stay intact (fixes spec §7.B4).
         return torch.cat([embedded[:, :-1], torch.zeros_like(embedded[:, -1:])], dim=1)
 
-    def _aggregate(self, z_enc: torch.Tensor, rel_actions: Optional[torch.Tensor]) -> torch.Tensor:
+    def _aggregate(self, z_enc: torch.Tensor, rel_actions: Optional[torch.Tensor],
+                   keep_last_action: bool = False) -> torch.Tensor:
         tokens = z_enc
         if self.action_cond:
-            tokens = torch.cat([z_enc, self._token_actions(rel_actions).to(z_enc.dtype)], dim=-1)
+            tokens = torch.cat([z_enc, self._token_actions(rel_actions, keep_last_action).to(z_enc.dtype)], dim=-1)
         return self._run_aggregator(tokens)
 
     def _run_aggregator(self, tokens: torch.Tensor) -> torch.Tensor:
