@@ -125,7 +125,7 @@ def find_sweep(uri: str, experiment: str, name: str) -> str:
 def varying_keys(runs: list[Run], candidates: list[str] | None = None) -> list[str]:
     """Config keys whose value differs between runs (the swept ones, if given, first)."""
     keys = list(candidates or [])
-    everything = sorted({k for r in runs for k in r.params})
+    everything = sorted({k for r in runs for k in r.params}, key=lambda k: (k != SEQ_LEN, k))  # M_tr first
     keys += [k for k in everything if k not in keys and not k.startswith(("run.", "tracking.", "eval."))
              and len({r.params.get(k) for r in runs}) > 1]
     return keys
@@ -228,13 +228,17 @@ def scatter(runs: list[Run], keys: list[str], path: Path) -> Path | None:
     plt = _pyplot()
     styles = _styles(runs, keys)
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
-    for r, (_, acc), (_, r2) in points:
+    # Short labels (the values only, keys in the title); neighbours in accuracy alternate above and below.
+    for i, (r, (_, acc), (_, r2)) in enumerate(sorted(points, key=lambda p: p[1][1])):
         style = styles[r.run_id]
         ax.scatter(r2, acc, s=45, color=style["color"], marker=style["marker"], edgecolors="black", linewidths=0.5)
-        ax.annotate(r.label, (r2, acc), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        short = ", ".join(part.split("=", 1)[-1] for part in r.label.split())
+        ax.annotate(short, (r2, acc), textcoords="offset points", xytext=(6, 3 if i % 2 else -9), fontsize=7)
+    keys_title = ", ".join(part.split("=", 1)[0] for part in points[0][0].label.split() if "=" in part)
     ax.set_xlabel(f"equivariance: R² ({points[0][2][0]})")
     ax.set_ylabel(f"invariance: top-1 % ({'z_AGG, M_val = M_tr' if points[0][1][0].startswith('eval') else 'online'})")
-    ax.set_title("Invariance vs equivariance, one point per run", fontsize=11)
+    ax.set_title("Invariance vs equivariance, one point per run" + (f"\n(labels: {keys_title})" if keys_title
+                                                                    else ""), fontsize=10)
     ax.grid(alpha=0.3)
     fig.savefig(path, dpi=130, bbox_inches="tight")
     plt.close(fig)

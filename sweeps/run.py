@@ -110,16 +110,12 @@ def _run(args: argparse.Namespace) -> int:
 
     from sweeps import report
     from trainer.config import load_config
-    from trainer.launch import check_resources, ensure_dataset, resolve_paths
+    from trainer.launch import check_resources, connect_ray, ensure_dataset, resolve_paths
     from trainer.tracking import finish_run, resolve_tracking_uri
 
     base = resolve_paths(load_config(spec.base_config_path(), spec.fixed_overrides()))
     ensure_dataset(base)  # once, here: trials starting together must not race to write shards
-    if not ray.is_initialized():
-        joining = base.run.ray_address or os.environ.get("RAY_ADDRESS")
-        project_root = str(Path(__file__).resolve().parents[1])
-        ray.init(address=base.run.ray_address,
-                 runtime_env=None if joining else {"env_vars": {"PYTHONPATH": project_root}})
+    connect_ray(base)
     check_resources(base, ray.cluster_resources().get("CPU", 0) - spec.resources.trial_cpus)
 
     uri = resolve_tracking_uri(base.tracking.tracking_uri)

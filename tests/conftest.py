@@ -61,6 +61,7 @@ def tiny_overrides(shards: Path, storage: Path, mlflow_uri: str, name: str) -> l
         "model.num_layers=1", "model.pred_hidden=64", "probe.hidden=32", "probe.val_batches=2",
         "train.epochs=2", "train.steps_per_epoch=3", "train.log_every_steps=1",
         f"run.storage_path={storage}", f"run.name={name}", f"tracking.tracking_uri={mlflow_uri}",
+        f"data.cache_dir={Path(storage).parent / 'cache'}",  # the evaluation's feature cache: not the user's
     ]
 
 

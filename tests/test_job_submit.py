@@ -77,3 +77,22 @@ def test_ray_job_submit_runs_the_training_job(ray_head, fashion_mnist_shards, tm
     assert run.info.status == "FINISHED"
     for key in PROBE_METRICS:
         assert key in run.data.metrics, f"{key} missing from MLflow"
+
+
+def test_ray_job_submit_runs_a_sweep(ray_head, fashion_mnist_shards, tmp_path, mlflow_uri):
+    """`ray job submit -- python sweeps/run.py ...`: one smoke trial on the submitted cluster."""
+    address, env = ray_head
+    done = subprocess.run(
+        _ray_cli() + ["job", "submit", "--address", address, "--working-dir", ".", "--",
+                      "python", "sweeps/run.py", "sweeps/smoke.yaml", "name=submitted-sweep",
+                      "search_space.model.seq_len={grid: [2]}", f"storage_path={tmp_path / 'sweeps'}",
+                      f"data.shards={fashion_mnist_shards}", "data.prepare=false", "train.epochs=1",
+                      f"tracking.tracking_uri={mlflow_uri}"],
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "| submitted-sweep-" in done.stdout and "succeeded" in done.stdout
+
+    from sweeps.report import child_runs, find_sweep
+
+    runs = child_runs(mlflow_uri, find_sweep(mlflow_uri, "seq-jepa-sweeps", "submitted-sweep"))
+    assert len(runs) == 1 and runs[0].status == "FINISHED" and "eval/inv/acc_agg/M3" in runs[0].metrics

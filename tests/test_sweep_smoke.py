@@ -44,8 +44,9 @@ def test_smoke_sweep_trains_trials_logs_child_runs_and_draws_the_report(ray_loca
     with open(tmp_path / "interrupted.log", "w") as log:
         first = subprocess.Popen([sys.executable, "sweeps/run.py", *args], cwd=PROJECT, env=env, stdout=log,
                                  stderr=subprocess.STDOUT)
-        second_trial_checkpointed = lambda: any((storage / "smoke" / "runs").glob("smoke-*_00001/checkpoint_*"))  # noqa: E731
-        assert interrupt_when(first, second_trial_checkpointed) == 130, (tmp_path / "interrupted.log").read_text()[-3000:]
+        trials = storage / "smoke" / "runs"
+        code = interrupt_when(first, lambda: any(trials.glob("smoke-*_00001/checkpoint_*")))
+        assert code == 130, (tmp_path / "interrupted.log").read_text()[-3000:]
     # The same command resumes it: the first trial stays done, the second continues from its checkpoint.
     assert sweep_main(args) == 0
 

@@ -64,6 +64,19 @@ def build_trainer(config: Config, tracking: dict | None = None, callbacks: list 
                         torch_config=TorchConfig(backend="nccl" if s.use_gpu else "gloo"))
 
 
+def connect_ray(config: Config) -> None:
+    """Join the cluster in `run.ray_address` / RAY_ADDRESS, or start a local instance (unless already up)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    joining = config.run.ray_address or os.environ.get("RAY_ADDRESS")
+    # A local instance started here gets the project on its workers' path, installed or not.
+    project_root = str(Path(__file__).resolve().parents[1])
+    ray.init(address=config.run.ray_address,
+             runtime_env=None if joining else {"env_vars": {"PYTHONPATH": project_root}})
+
+
 def check_resources(config: Config, cluster_cpus: float) -> None:
     needed = config.scaling.num_workers * config.scaling.cpus_per_worker
     if needed > cluster_cpus:

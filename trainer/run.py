@@ -47,17 +47,12 @@ def _run(args: argparse.Namespace) -> int:
 
     import ray
 
-    from trainer.launch import build_trainer, check_resources, ensure_dataset, resolve_paths
+    from trainer.launch import build_trainer, check_resources, connect_ray, ensure_dataset, resolve_paths
     from trainer.tracking import finish_run, resolve_tracking_uri, start_or_resume_run
 
     config = resolve_paths(config)
     ensure_dataset(config)
-    if not ray.is_initialized():
-        joining = config.run.ray_address or os.environ.get("RAY_ADDRESS")
-        # A local instance started here gets the project on its workers' path, installed or not.
-        project_root = str(Path(__file__).resolve().parents[1])
-        ray.init(address=config.run.ray_address,
-                 runtime_env=None if joining else {"env_vars": {"PYTHONPATH": project_root}})
+    connect_ray(config)
     check_resources(config, ray.cluster_resources().get("CPU", 0))
 
     uri = resolve_tracking_uri(config.tracking.tracking_uri)
