@@ -43,14 +43,13 @@ def evaluate_trial(config_tree: dict, overrides: list[str], threads: int) -> dic
     """Offline probes on the trial's latest checkpoint, logged to its MLflow run; the metrics."""
     import torch
 
-    from trainer import checkpoint as ckpt
     from trainer.evaluate import OVERRIDABLE, evaluate, log_to_mlflow
 
     torch.set_num_threads(threads)
     config = config_from_dict(config_tree, overrides, allowed_sections=OVERRIDABLE)
-    checkpoint = ckpt.latest_checkpoint(f"{config.run.storage_path}/{config.run.name}")
-    metrics = evaluate(config, checkpoint)
-    log_to_mlflow(config, checkpoint, metrics)
+    run_folder = f"{config.run.storage_path}/{config.run.name}"  # its latest checkpoint, local or s3://
+    metrics = evaluate(config, run_folder)
+    log_to_mlflow(config, run_folder, metrics)
     return metrics
 
 
