@@ -108,11 +108,11 @@ def experiment_runs(uri: str, experiment: str) -> list[Run]:
 def find_sweep(uri: str, experiment: str, name: str) -> str:
     from mlflow.tracking import MlflowClient
 
-    from sweeps.trial import SWEEP_TAG
+    from sweeps.trial import ROLE_TAG, SWEEP_TAG
 
     found = MlflowClient(uri).get_experiment_by_name(experiment)
     runs = [] if found is None else _search(uri, [found.experiment_id],
-                                            f"tags.`{SWEEP_TAG}` = '{name}' and tags.`seq_jepa.role` = 'sweep'")
+                                            f"tags.`{SWEEP_TAG}` = '{name}' and tags.`{ROLE_TAG}` = 'sweep'")
     if not runs:
         raise LookupError(f"no sweep named '{name}' in MLflow experiment '{experiment}' at {uri}")
     return runs[-1].info.run_id

@@ -24,9 +24,6 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 
 os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "120")
 
-SWEEP_ROLE_TAG = "seq_jepa.role"
-
-
 def tune_search_space(spec) -> dict:
     from ray import tune
 
@@ -49,10 +46,10 @@ def open_parent_run(spec, base_config, uri: str) -> tuple[str, bool]:
     """The sweep's MLflow parent run (continued when the sweep resumes), with the sweep file attached."""
     import yaml
 
-    from sweeps.trial import SWEEP_TAG
+    from sweeps.trial import ROLE_TAG, SWEEP_TAG
     from trainer.tracking import log_params, log_text, open_run
 
-    run_id, resumed = open_run(uri, spec.experiment, spec.name, tags={SWEEP_TAG: spec.name, SWEEP_ROLE_TAG: "sweep",
+    run_id, resumed = open_run(uri, spec.experiment, spec.name, tags={SWEEP_TAG: spec.name, ROLE_TAG: "sweep",
                                                                       "dataset": base_config.data.dataset})
     if not resumed:
         log_params(uri, run_id, {"sweep.file": spec.source, "sweep.base_config": str(spec.base_config_path()),

@@ -25,6 +25,7 @@ PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests the child un
 SWEEP_TAG = "seq_jepa.sweep"
 TRIAL_TAG = "seq_jepa.trial_id"
 PARAMS_TAG = "seq_jepa.trial_params"  # the trial's swept values, short, for labels in the report
+ROLE_TAG = "seq_jepa.role"  # "sweep" on a sweep's parent run
 
 
 def trial_config(spec: SweepSpec, params: dict, trial_id: str, tracking_uri: str) -> Config:

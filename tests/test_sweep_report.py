@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sweeps.report import child_runs, experiment_runs, heatmap, main, markdown_table, varying_keys
-from sweeps.trial import PARAMS_TAG, PARENT_TAG, SWEEP_TAG
+from sweeps.trial import PARAMS_TAG, PARENT_TAG, ROLE_TAG, SWEEP_TAG
 from trainer.tracking import log_params, open_run
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -21,7 +21,7 @@ def sweep_store(mlflow_uri):
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
-    parent, _ = open_run(mlflow_uri, "sweeps", "grid", {SWEEP_TAG: "grid", "seq_jepa.role": "sweep"})
+    parent, _ = open_run(mlflow_uri, "sweeps", "grid", {SWEEP_TAG: "grid", ROLE_TAG: "sweep"})
     client = MlflowClient(mlflow_uri)
     for m_tr in (1, 2, 3):
         for actions in (True, False):
