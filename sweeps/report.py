@@ -26,6 +26,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from trainer.redact import redact_text  # noqa: E402 - after the sys.path fix above
+
 MVAL_METRIC = re.compile(r"^eval/inv/acc_agg/M(\d+)$")
 SEQ_LEN = "model.seq_len"
 # Equivariance, most telling first: rotation is what an untrained encoder cannot read (design.md).
@@ -101,7 +103,7 @@ def experiment_runs(uri: str, experiment: str) -> list[Run]:
 
     found = MlflowClient(uri).get_experiment_by_name(experiment)
     if found is None:
-        raise LookupError(f"no MLflow experiment named '{experiment}' at {uri}")
+        raise LookupError(f"no MLflow experiment named '{experiment}' at {redact_text(uri)}")
     return [_to_run(r) for r in _search(uri, [found.experiment_id], "") if SEQ_LEN in r.data.params]
 
 
@@ -114,7 +116,7 @@ def find_sweep(uri: str, experiment: str, name: str) -> str:
     runs = [] if found is None else _search(uri, [found.experiment_id],
                                             f"tags.`{SWEEP_TAG}` = '{name}' and tags.`{ROLE_TAG}` = 'sweep'")
     if not runs:
-        raise LookupError(f"no sweep named '{name}' in MLflow experiment '{experiment}' at {uri}")
+        raise LookupError(f"no sweep named '{name}' in MLflow experiment '{experiment}' at {redact_text(uri)}")
     return runs[-1].info.run_id
 
 

@@ -108,6 +108,7 @@ def _run(args: argparse.Namespace) -> int:
     from sweeps import report
     from trainer.config import load_config
     from trainer.launch import check_resources, connect_ray, ensure_dataset, resolve_paths
+    from trainer.redact import redact_text
     from trainer.tracking import finish_run, resolve_tracking_uri
 
     base = resolve_paths(load_config(spec.base_config_path(), spec.fixed_overrides()))
@@ -118,7 +119,7 @@ def _run(args: argparse.Namespace) -> int:
     uri = resolve_tracking_uri(base.tracking.tracking_uri)
     parent_run_id, resumed = open_parent_run(spec, base, uri)
     print(f"[seq-jepa sweep] '{spec.name}' ({'resumed' if resumed else 'new'}): MLflow parent run {parent_run_id} "
-          f"in experiment '{spec.experiment}' at {uri}")
+          f"in experiment '{spec.experiment}' at {redact_text(uri)}")
     try:
         results = build_tuner(spec, parent_run_id, uri).fit()
     except BaseException:

@@ -44,6 +44,7 @@ from trainer.offline_probes import fit_classifiers, fit_regressor
 from trainer.path_integration import path_metrics
 from trainer.precision import resolve_precision
 from trainer.probes import summarise_r2
+from trainer.redact import redact_text
 from trainer.train_loop import build_model
 
 OVERRIDABLE = ("eval", "data", "tracking")
@@ -145,7 +146,8 @@ def log_to_mlflow(config: Config, checkpoint: Path | str, metrics: dict[str, flo
     uri = resolve_tracking_uri(config.tracking.tracking_uri)
     run_id = find_run(config, uri)
     if run_id is None:
-        print(f"[seq-jepa eval] no MLflow run named '{config.run.name}' in {uri}; results not logged", file=sys.stderr)
+        print(f"[seq-jepa eval] no MLflow run named '{config.run.name}' in {redact_text(uri)}; results not logged",
+              file=sys.stderr)
         return None
     s3 = s3_options(config)
     checkpoint = source.locate(checkpoint, s3)
@@ -171,7 +173,7 @@ def checkpoint_of_mlflow_run(run_id: str, tracking_uri: str) -> tuple[str, list[
     try:
         params = MlflowClient(uri).get_run(run_id).data.params
     except MlflowException as err:
-        raise FileNotFoundError(f"no MLflow run {run_id} in {uri} ({err.error_code})") from None
+        raise FileNotFoundError(f"no MLflow run {run_id} in {redact_text(uri)} ({err.error_code})") from None
     if "run.storage_path" not in params or "run.name" not in params:
         raise FileNotFoundError(f"MLflow run {run_id} is not a seq-JEPA training run (no run.storage_path/run.name)")
     s3 = [f"{key}={params[key]}" for key in ("data.s3_endpoint_url", "data.s3_region", "data.s3_profile")

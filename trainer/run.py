@@ -48,6 +48,7 @@ def _run(args: argparse.Namespace) -> int:
     import ray
 
     from trainer.launch import build_trainer, check_resources, connect_ray, ensure_dataset, resolve_paths
+    from trainer.redact import redact_text
     from trainer.tracking import finish_run, resolve_tracking_uri, start_or_resume_run
 
     config = resolve_paths(config)
@@ -57,7 +58,8 @@ def _run(args: argparse.Namespace) -> int:
 
     uri = resolve_tracking_uri(config.tracking.tracking_uri)
     run_id, resumed = start_or_resume_run(config, uri)
-    print(f"[seq-jepa] run '{config.run.name}' ({'resumed' if resumed else 'new'}); MLflow run {run_id} at {uri}")
+    print(f"[seq-jepa] run '{config.run.name}' ({'resumed' if resumed else 'new'}); MLflow run {run_id} at "
+          f"{redact_text(uri)}")
     trainer = build_trainer(config, {"tracking_uri": uri, "run_id": run_id})
     try:
         result = trainer.fit()

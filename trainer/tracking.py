@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from trainer.config import Config, flatten, to_dict
+from trainer.redact import redact_text, redact_tree, redact_value
 
 RUN_NAME_TAG = "seq_jepa.run_name"
 
@@ -86,7 +87,7 @@ def open_run(uri: str, experiment: str, name: str, tags: dict[str, str] | None =
 def log_params(uri: str, run_id: str, params: dict[str, object]) -> None:
     from mlflow.entities import Param
 
-    batch = [Param(k, str(v)) for k, v in params.items()]
+    batch = [Param(k, str(redact_value(k, v))) for k, v in params.items()]  # secrets masked
     client = _client(uri)
     for start in range(0, len(batch), 100):  # MLflow accepts at most 100 params per batch
         client.log_batch(run_id, params=batch[start:start + 100])
@@ -103,15 +104,15 @@ def start_or_resume_run(config: Config, uri: str, tags: dict[str, str] | None = 
     if resumed:
         return run_id, True
     log_params(uri, run_id, flatten(to_dict(config)))
-    log_text(uri, run_id, "config.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
+    log_text(uri, run_id, "config.yaml", yaml.safe_dump(redact_tree(to_dict(config)), sort_keys=False))
     return run_id, False
 
 
 def log_text(uri: str, run_id: str, filename: str, text: str, artifact_path: str | None = None) -> None:
-    """A small text file (a resolved config, a table) as an artifact of the run."""
+    """A small text file (a resolved config, a table) as an artifact of the run; URL credentials masked."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / filename
-        path.write_text(text)
+        path.write_text(redact_text(text))
         _client(uri).log_artifact(run_id, str(path), artifact_path)
 
 
