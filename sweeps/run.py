@@ -15,14 +15,11 @@ checkpoints, and their MLflow runs continue too. At the end the report's figures
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "120")
 
 def tune_search_space(spec) -> dict:
     from ray import tune
@@ -88,14 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-report", action="store_true", help="skip the figures at the end")
     args = parser.parse_args(argv)
 
-    from data_pipeline import DataError
-    from trainer.errors import ConfigError
+    from trainer.errors import exit_code_of
 
-    try:
-        return _run(args)
-    except (ConfigError, DataError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return exit_code_of(lambda: _run(args))
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from trainer.config import DEFAULT_CONFIG_PATH, Config, load_config
+from trainer.config import DEFAULT_CONFIG_PATH, Config, load_config, read_yaml_mapping, set_nested
 from trainer.errors import ConfigError
 
 DOMAINS = ("grid", "choice", "uniform", "loguniform", "randint")
@@ -143,14 +143,7 @@ def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     path = path.resolve()
     if path in seen:
         raise ConfigError(f"sweep file {path} extends itself (through {' -> '.join(map(str, seen))})")
-    if not path.is_file():
-        raise ConfigError(f"sweep file not found: {path}")
-    try:
-        tree = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"sweep file {path} is not valid YAML: {err}") from None
-    if not isinstance(tree, dict):
-        raise ConfigError(f"sweep file {path} must hold a mapping, got {type(tree).__name__}")
+    tree = read_yaml_mapping(path, kind="sweep file", holds="a mapping")
     parent = tree.pop("extends", None)
     if parent is None:
         return tree
@@ -313,12 +306,7 @@ def load_sweep(path: str | Path, overrides: list[str] = ()) -> SweepSpec:
         if key.startswith("search_space."):  # the rest is one dotted training-config key
             tree.setdefault("search_space", {})[key[len("search_space."):]] = value
             continue
-        node, parts = tree, key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"cannot set sweep key '{key}': '{part}' is a value, not a section")
-        node[parts[-1]] = value
+        set_nested(tree, key.split("."), value)
     spec = spec_from_tree(tree, source=str(Path(path).resolve()))
     check_against_config(spec)
     return spec

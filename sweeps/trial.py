@@ -58,7 +58,7 @@ def run_trial(params: dict, spec: SweepSpec, parent_run_id: str, tracking_uri: s
     """Tune's function trainable: the TorchTrainer reports each epoch to Tune, the evaluation once at the end."""
     trial_id = tune.get_context().get_trial_id()
     config = trial_config(spec, params, trial_id, tracking_uri)
-    ensure_dataset(config)
+    ensure_dataset(config)  # cheap when the driver prepared it; needed when the search space moves data.*
     run_id, _ = start_or_resume_run(config, tracking_uri, tags={PARENT_TAG: parent_run_id, SWEEP_TAG: spec.name,
                                                                 TRIAL_TAG: trial_id, PARAMS_TAG: describe(params)})
     trainer = build_trainer(config, {"tracking_uri": tracking_uri, "run_id": run_id},

@@ -286,7 +286,7 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def _set_nested(tree: dict, path: list[str], value: Any) -> None:
+def set_nested(tree: dict, path: list[str], value: Any) -> None:
     node = tree
     for part in path[:-1]:
         child = node.setdefault(part, {})
@@ -296,21 +296,22 @@ def _set_nested(tree: dict, path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
-def _read_yaml(path: Path) -> dict:
+def read_yaml_mapping(path: Path, kind: str = "config file", holds: str = "a mapping of sections") -> dict:
+    """A YAML file that must hold a mapping; a missing or malformed file is one ConfigError naming `kind`."""
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        raise ConfigError(f"{kind} not found: {path}")
     try:
         tree = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        raise ConfigError(f"{kind} {path} is not valid YAML: {err}") from None
     if not isinstance(tree, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(tree).__name__}")
+        raise ConfigError(f"{kind} {path} must hold {holds}, got {type(tree).__name__}")
     return tree
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
     """YAML file (default: the embedded default) + dotted overrides -> validated Config."""
-    return config_from_dict(_read_yaml(Path(path) if path else DEFAULT_CONFIG_PATH), overrides)
+    return config_from_dict(read_yaml_mapping(Path(path) if path else DEFAULT_CONFIG_PATH), overrides)
 
 
 def config_from_dict(tree: dict, overrides: list[str] = (), allowed_sections: tuple[str, ...] | None = None) -> Config:
@@ -325,7 +326,7 @@ def config_from_dict(tree: dict, overrides: list[str] = (), allowed_sections: tu
         if allowed_sections is not None and key_path[0] not in allowed_sections:
             raise ConfigError(f"cannot override '{'.'.join(key_path)}' here; only "
                               f"{', '.join(s + '.*' for s in allowed_sections)} keys can be set")
-        _set_nested(tree, key_path, value)
+        set_nested(tree, key_path, value)
     config = _build(Config, tree)
     validate(config)
     return config

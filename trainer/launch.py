@@ -68,6 +68,8 @@ def connect_ray(config: Config) -> None:
     """Join the cluster in `run.ray_address` / RAY_ADDRESS, or start a local instance (unless already up)."""
     import ray
 
+    # Ray Train's default waits forever for workers a cluster cannot place; give up after 2 minutes.
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "120")
     if ray.is_initialized():
         return
     joining = config.run.ray_address or os.environ.get("RAY_ADDRESS")
