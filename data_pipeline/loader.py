@@ -20,9 +20,10 @@ from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from data_pipeline import sharding, storage
 from data_pipeline.errors import DataError
+from data_pipeline.position import StreamPosition, round_robin_position
 from data_pipeline.shards import WRITE_HINT, Manifest, check_shards_present, read_manifest, select_shards, shard_urls
 from data_pipeline.sources.base import Composer
-from data_pipeline.storage import S3Options
+from data_pipeline.storage import NotFound, S3Options
 
 
 class _SkipCounter:
@@ -42,8 +43,9 @@ class _SkipCounter:
 
 
 def _read_samples(paths: Iterable[str], store, composer: Composer, skips: _SkipCounter,
-                  max_barren_shards: int | None = None) -> Iterator:
-    """Decoded records of the shards in order, skipping (and counting) corrupt ones.
+                  max_barren_shards: int | None = None) -> Iterator[tuple[str, object]]:
+    """(sample key, decoded record) of the shards in order, skipping (and counting) corrupt ones.
+    The key, `<shard file>/<sample key>`, names the sample in `batch["sample_keys"]`.
 
     `max_barren_shards`: give up (DataError) after that many shards in a row without one valid
     record, so an endless stream of drawn shards cannot spin forever on a broken set."""
@@ -55,9 +57,12 @@ def _read_samples(paths: Iterable[str], store, composer: Composer, skips: _SkipC
         try:
             stream = store.open(path)
         except DataError as err:
-            raise DataError(f"shard listed in the manifest is unreadable: {err}; {WRITE_HINT}") from None
+            hint = f"; {WRITE_HINT}" if isinstance(err, NotFound) else ""  # an outage is not the shards' fault
+            raise DataError(f"shard listed in the manifest is unreadable: {err}{hint}") from None
 
         def unreadable(err: Exception, path=path) -> bool:  # a broken tar: skip the rest of this shard
+            if isinstance(err, DataError):  # the store failed for good (retries spent): not corrupt data
+                raise err
             skips.skip(path, err)
             return True
 
@@ -67,7 +72,7 @@ def _read_samples(paths: Iterable[str], store, composer: Composer, skips: _SkipC
                 try:
                     record = composer.decode(sample)
                     barren = 0
-                    yield record
+                    yield f"{path.rsplit('/', 1)[-1]}/{sample.get('__key__')}", record
                 except Exception as err:  # any decoding failure (PIL raises several kinds) = corrupt sample
                     skips.skip(f"sample {sample.get('__key__')} of {path}", err)
 
@@ -109,17 +114,27 @@ def _one_thread():
         torch.set_num_threads(previous)
 
 
+# The (worker, chunk) a batch came from: read and removed by SequenceLoader to track its position.
+_WHERE = "_stream_position"
+
+
 def _worker_init(_worker_id: int) -> None:
     torch.set_num_threads(1)  # workers render small batches; N workers x N threads would oversubscribe
 
 
 class _SequenceStream(IterableDataset):
-    """One epoch (one pass) of one rank: each DataLoader worker yields the batches of its shards."""
+    """One epoch (one pass) of one rank: each DataLoader worker yields the batches of its shards.
 
-    def __init__(self, loader: "SequenceLoader", shards_per_worker: list[list[str]], seed_keys: tuple[int, ...]):
+    Worker ids are rotated by `start.next_worker`, so the DataLoader's turn (physical worker 0
+    first) begins with the worker whose batch is next; each worker skips its `start.done_chunks`.
+    """
+
+    def __init__(self, loader: "SequenceLoader", shards_per_worker: list[list[str]] | None,
+                 seed_keys: tuple[int, ...], start: StreamPosition):
         self.shards_per_worker = shards_per_worker  # None: every worker draws shards with replacement, forever
         self.all_paths, self.shard_dir = loader.paths, loader.shard_dir
         self.seed_keys = seed_keys  # (seed, train, epoch, attempt, rank): with the worker id, fixes all randomness
+        self.start = start
         self.composer, self.num_views = loader.composer, loader.num_views
         self.batch_size, self.train, self.shuffle_buffer = loader.batch_size, loader.train, loader.shuffle_buffer
         self.skips = loader._skips
@@ -127,7 +142,8 @@ class _SequenceStream(IterableDataset):
 
     def __iter__(self) -> Iterator[dict]:
         worker = get_worker_info()
-        wid = worker.id if worker is not None else 0
+        readers = len(self.start.done_chunks)
+        wid = ((worker.id if worker is not None else 0) + self.start.next_worker) % readers
         barren_limit = None
         if self.shards_per_worker is None:  # resampling: the loader stops this stream after its epoch's batches
             draw = random.Random(sharding.derive_seed(*self.seed_keys, wid, sharding.SHARD_ORDER))
@@ -140,11 +156,16 @@ class _SequenceStream(IterableDataset):
         if self.train:
             rng = random.Random(sharding.derive_seed(*self.seed_keys, wid, sharding.SHUFFLE))
             records = _shuffled(records, self.shuffle_buffer, rng)
-        generator = torch.Generator().manual_seed(sharding.derive_seed(*self.seed_keys, wid, sharding.VIEWS))
-        for chunk in _batched(records, self.batch_size, drop_last=self.train):
+        for chunk_index, chunk in enumerate(_batched(records, self.batch_size, drop_last=self.train)):
+            if chunk_index < self.start.done_chunks[wid]:
+                continue  # done before the resume: read (to keep the shuffle in step) but not rendered
+            # One generator per chunk: a chunk's views do not depend on whether earlier chunks were rendered.
+            generator = torch.Generator().manual_seed(
+                sharding.derive_seed(*self.seed_keys, wid, sharding.VIEWS, chunk_index))
             with _one_thread():
                 batch = self._compose(chunk, generator)
             if batch is not None:
+                batch[_WHERE] = (wid, chunk_index)
                 yield batch
 
     def _compose(self, chunk: list, generator: torch.Generator) -> dict | None:
@@ -152,17 +173,24 @@ class _SequenceStream(IterableDataset):
         counted, and the batch is composed from the others (None if none is left)."""
         state = generator.get_state()
         try:
-            return self.composer.compose(chunk, self.num_views, generator)
+            return self._with_keys(self.composer.compose([r for _, r in chunk], self.num_views, generator), chunk)
         except Exception:  # noqa: BLE001 - find the culprits one by one, then go on without them
             generator.set_state(state)
         good = []
-        for index, record in enumerate(chunk):
+        for index, (key, record) in enumerate(chunk):
             try:
                 self.composer.compose([record], self.num_views, torch.Generator().manual_seed(index))
-                good.append(record)
+                good.append((key, record))
             except Exception as err:  # noqa: BLE001
-                self.skips.skip(f"a record of a batch ({type(self.composer).__name__}.compose)", err)
-        return self.composer.compose(good, self.num_views, generator) if good else None
+                self.skips.skip(f"sample {key} ({type(self.composer).__name__}.compose)", err)
+        if not good:
+            return None
+        return self._with_keys(self.composer.compose([r for _, r in good], self.num_views, generator), good)
+
+    @staticmethod
+    def _with_keys(batch: dict, chunk: list) -> dict:
+        batch["sample_keys"] = [key for key, _ in chunk]
+        return batch
 
 
 class SequenceLoader:
@@ -170,7 +198,10 @@ class SequenceLoader:
 
     Batch (the composer's): views uint8 (B, V, C, S, S) with the prediction target last, actions
     float32 (B, V, A) absolute, rel_actions float32 (B, V-1, A) from view j to j+1, path_actions float32
-    (B, V-1, A) from view 0 to view j+1, label int64 (B,).
+    (B, V-1, A) from view 0 to view j+1, label int64 (B,), sample_keys: list of B `<shard>/<key>` names.
+
+    A training loader's epoch restarts from its first batch on every iteration, unless `resume_from`
+    gave it a position: then the next iteration continues from there (see `position`).
     """
 
     def __init__(self, shard_dir: str, manifest: Manifest, *, composer: Composer, num_views: int, batch_size: int,
@@ -184,6 +215,8 @@ class SequenceLoader:
         self.num_workers, self.seed = num_workers, seed
         self.train, self.shuffle_buffer = train, shuffle_buffer
         self.epoch = 0
+        self._position: StreamPosition | None = None  # after the last batch yielded (train)
+        self._resume: StreamPosition | None = None  # where the next iteration starts, once
         self._skips = _SkipCounter()
 
     def set_epoch(self, epoch: int) -> None:
@@ -212,36 +245,76 @@ class SequenceLoader:
         return min(sharding.rank_batches(self.counts, order, r, self.world_size, self.num_workers,
                                          self.batch_size, drop_last=True) for r in range(self.world_size))
 
-    def _dataloader(self, attempt: int) -> DataLoader:
+    def _dataloader(self, start: StreamPosition) -> DataLoader:
         order = self._order()
         shards = [[self.paths[i] for i in w] for w in sharding.worker_shards(order, self.rank, self.world_size,
                                                                                self.num_workers)]
         if self.resample_batches is not None:
             shards = None
         # Val views depend on neither epoch nor attempt: every evaluation sees the same sequences.
-        keys = (self.seed, 1, self.epoch, attempt, self.rank) if self.train else (self.seed, 0, 0, 0, self.rank)
-        return DataLoader(_SequenceStream(self, shards, keys), batch_size=None, num_workers=self.num_workers,
+        keys = (self.seed, 1, self.epoch, start.attempt, self.rank) if self.train else (self.seed, 0, 0, 0, self.rank)
+        return DataLoader(_SequenceStream(self, shards, keys, start), batch_size=None, num_workers=self.num_workers,
                           persistent_workers=False, worker_init_fn=_worker_init if self.num_workers else None)
+
+    @property
+    def readers(self) -> int:
+        return max(1, self.num_workers)
+
+    @property
+    def position(self) -> StreamPosition:
+        """Where this epoch stands after the batches yielded so far (train loaders)."""
+        if self._position is None or self._position.epoch != self.epoch:
+            return StreamPosition.start(self.epoch, self.readers)
+        return self._position
+
+    def resume_from(self, position: StreamPosition) -> None:
+        """Make the next pass over `position.epoch` continue after its `position.batches` batches."""
+        if not self.train:
+            raise DataError("only a training loader resumes mid-epoch")
+        if len(position.done_chunks) != self.readers:
+            raise DataError(f"the position was taken with {len(position.done_chunks)} loader workers, this loader has "
+                            f"{self.readers}; use `position_after` for a changed layout")
+        self.set_epoch(position.epoch)
+        self._resume = position
+
+    def position_after(self, epoch: int, batches: int) -> StreamPosition:
+        """The position after `batches` batches of `epoch` of this loader's layout, were none skipped as
+        corrupt: where a run resumed with another layout (workers, loader workers) continues the epoch."""
+        self.set_epoch(epoch)
+        if self.resample_batches is not None:
+            per_worker = [None] * self.readers
+        else:
+            per_worker = [sharding.worker_batches(self.counts, shards, self.batch_size, drop_last=True)
+                          for shards in sharding.worker_shards(self._order(), self.rank, self.world_size,
+                                                               self.num_workers)]
+        return round_robin_position(epoch, batches, per_worker)
 
     def __iter__(self) -> Iterator[dict]:
         if not self.train:
-            yield from self._dataloader(attempt=0)
-            return
-        target, produced, attempt = len(self), 0, 0
-        while produced < target:
-            before = produced
-            for batch in self._dataloader(attempt):
+            for batch in self._dataloader(StreamPosition.start(0, self.readers)):
+                batch.pop(_WHERE)
                 yield batch
-                produced += 1
-                if produced == target:
+            return
+        target, position = len(self), StreamPosition.start(self.epoch, self.readers)
+        if self._resume is not None and self._resume.epoch == self.epoch:
+            position = self._resume
+        self._resume, self._position = None, position
+        while position.batches < target:
+            before, fresh_pass = position.batches, not any(position.done_chunks)
+            for batch in self._dataloader(position):
+                position = position.after(*batch.pop(_WHERE))
+                self._position = position
+                yield batch
+                if position.batches == target:
                     return
-            if produced == before:
+            if position.batches == before and fresh_pass:
                 raise DataError(f"rank {self.rank} read no valid sample from its shards in {self.shard_dir}; "
                                 f"{WRITE_HINT}")
             # Only skipped corrupt samples make a rank run short; re-reading keeps all ranks in step.
-            warnings.warn(f"rank {self.rank} is {target - produced} batches short after skipping corrupt samples; "
-                          "reading its shards again to keep ranks in step", RuntimeWarning, stacklevel=2)
-            attempt += 1
+            warnings.warn(f"rank {self.rank} is {target - position.batches} batches short after skipping corrupt "
+                          "samples; reading its shards again to keep ranks in step", RuntimeWarning, stacklevel=2)
+            position = StreamPosition(self.epoch, position.attempt + 1, position.batches, (0,) * self.readers, 0)
+            self._position = position
 
     @property
     def num_classes(self) -> int:

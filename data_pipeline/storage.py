@@ -113,7 +113,7 @@ def _s3_client(options: S3Options):
 
         session = boto3.session.Session(profile_name=options.profile, region_name=options.region)
         config = Config(connect_timeout=options.connect_timeout_s, read_timeout=options.read_timeout_s,
-                        retries={"max_attempts": options.max_attempts, "mode": "standard"},
+                        retries={"total_max_attempts": options.max_attempts, "mode": "standard"},  # first one included
                         max_pool_connections=16)
         _CLIENTS[key] = session.client("s3", endpoint_url=options.endpoint_url, config=config)
     return _CLIENTS[key]
@@ -191,8 +191,9 @@ class _ResumingS3Reader(io.RawIOBase):
             except transient as err:
                 self.resumes += 1
                 if self.resumes >= self.store.options.max_attempts:
-                    raise DataError(f"reading {self.url} kept failing ({type(err).__name__}: {err}) after "
-                                    f"{self.resumes} resumes; check the object store's health") from None
+                    raise DataError(f"reading {self.url} (endpoint {self.store.options.describe_endpoint()}) kept "
+                                    f"failing ({type(err).__name__}: {err}) after {self.resumes} resumes; check the "
+                                    "object store's health") from None
                 time.sleep(min(2.0, 0.1 * 2 ** self.resumes))
                 self._open_body()
         buffer[:len(data)] = data

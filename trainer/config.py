@@ -138,6 +138,10 @@ class TrainConfig:
     log_every_steps: int = 20  # per-step metrics cadence (every report is a barrier across workers)
     eval_every_epochs: int = 1  # validation + probe metrics cadence
     checkpoint_every_epochs: int = 1  # checkpoint cadence (the last epoch is always checkpointed)
+    checkpoint_every_steps: Optional[int] = None  # also checkpoint mid-epoch every N steps (a resume continues
+    # from the exact batch: RNG states and the loaders' positions are saved too)
+    sample_log: Optional[str] = None  # folder: each rank appends the sample keys of every step it trains to
+    # rank<r>.jsonl (the soak test checks from it that a kill-and-resume loses and repeats no sample)
     keep_checkpoints: int = 2  # checkpoints kept in the run's storage
 
 
@@ -156,6 +160,17 @@ class RunConfig:
     storage_path: str = "~/seq-jepa/runs"  # where Ray Train keeps checkpoints (local path or s3://)
     ray_address: Optional[str] = None  # None: join the cluster in RAY_ADDRESS or start a local instance
     max_failures: int = 0  # worker-group restarts from the latest checkpoint before giving up
+    stop_grace_s: float = 120.0  # on SIGTERM (preemption notice) to the driver: time the workers get to write
+    # a checkpoint at their current step before the driver gives up on them
+
+
+@dataclass
+class FaultsConfig:
+    """Fault injection, for testing that a run survives failures (never set in a real run)."""
+
+    exit_at_step: Optional[int] = None  # one worker process exits abruptly after this step (as if OOM-killed),
+    # only in a run that did not start from a checkpoint, so a restored group goes on
+    exit_rank: Optional[int] = None  # which rank exits; None: the last one
 
 
 @dataclass
@@ -177,6 +192,7 @@ class Config:
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
     run: RunConfig = field(default_factory=RunConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    faults: FaultsConfig = field(default_factory=FaultsConfig)
 
     @property
     def eval_seq_len(self) -> int:
@@ -375,6 +391,15 @@ def validate(c: Config) -> None:
              "train.steps_per_epoch must be >= 1 or null")
     for key in ("log_every_steps", "eval_every_epochs", "checkpoint_every_epochs", "keep_checkpoints"):
         _require(getattr(c.train, key) >= 1, f"train.{key} must be >= 1, got {getattr(c.train, key)}")
+    _require(c.train.checkpoint_every_steps is None or c.train.checkpoint_every_steps >= 1,
+             f"train.checkpoint_every_steps must be >= 1 or null, got {c.train.checkpoint_every_steps}")
+    _require(c.run.max_failures >= -1, f"run.max_failures must be >= 0 (or -1: retry forever), got "
+                                       f"{c.run.max_failures}")
+    _require(c.run.stop_grace_s >= 0, f"run.stop_grace_s must be >= 0, got {c.run.stop_grace_s}")
+    _require(c.faults.exit_at_step is None or c.faults.exit_at_step >= 1, "faults.exit_at_step must be >= 1 or null")
+    _require(c.faults.exit_rank is None or 0 <= c.faults.exit_rank < c.scaling.num_workers,
+             f"faults.exit_rank must name a rank below scaling.num_workers={c.scaling.num_workers}, got "
+             f"{c.faults.exit_rank}")
     _require(c.scaling.num_workers >= 1, f"scaling.num_workers must be >= 1, got {c.scaling.num_workers}")
     _require(c.scaling.cpus_per_worker > 0, "scaling.cpus_per_worker must be > 0")
     _require(c.scaling.torch_threads is None or c.scaling.torch_threads >= 1, "scaling.torch_threads must be >= 1")

@@ -50,8 +50,10 @@ def ensure_dataset(config: Config) -> None:
                             f"set data.dataset={manifest.dataset} or point data.shards at {d.dataset} shards")
 
 
-def build_trainer(config: Config, tracking: dict | None = None, callbacks: list | None = None) -> TorchTrainer:
-    """A TorchTrainer for an already resolved config; `tracking` = {tracking_uri, run_id} for rank 0."""
+def build_trainer(config: Config, tracking: dict | None = None, callbacks: list | None = None,
+                  stop_signal=None) -> TorchTrainer:
+    """A TorchTrainer for an already resolved config; `tracking` = {tracking_uri, run_id} for rank 0;
+    `stop_signal`: a `trainer.preemption.StopSignal` that makes the workers checkpoint and return."""
     s = config.scaling
     scaling = ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu,
                             resources_per_worker={"CPU": s.cpus_per_worker, **({"GPU": 1} if s.use_gpu else {})})
@@ -59,7 +61,8 @@ def build_trainer(config: Config, tracking: dict | None = None, callbacks: list 
                     checkpoint_config=CheckpointConfig(num_to_keep=config.train.keep_checkpoints),
                     failure_config=FailureConfig(max_failures=config.run.max_failures, controller_failure_limit=3),
                     callbacks=callbacks)
-    return TorchTrainer(train_worker, train_loop_config={"config": to_dict(config), "mlflow": tracking or {}},
+    loop_config = {"config": to_dict(config), "mlflow": tracking or {}, "stop_signal": stop_signal}
+    return TorchTrainer(train_worker, train_loop_config=loop_config,
                         scaling_config=scaling, run_config=run,
                         torch_config=TorchConfig(backend="nccl" if s.use_gpu else "gloo"))
 

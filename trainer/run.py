@@ -4,6 +4,9 @@
     python trainer/run.py --config my.yaml model.seq_len=4  # a YAML file plus dotted overrides
     ray job submit --working-dir . -- python trainer/run.py run.name=exp1
     python trainer/run.py run.name=exp1                     # same name again: resume from its latest checkpoint
+
+SIGTERM (a preemption notice, `ray job stop`) makes the workers write a checkpoint at their current
+step; the command exits with code 143 and running it again resumes from that step.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ def _run(args: argparse.Namespace) -> int:
     import ray
 
     from trainer.launch import build_trainer, check_resources, connect_ray, ensure_dataset, resolve_paths
+    from trainer.preemption import stop_on_sigterm
     from trainer.redact import redact_text
     from trainer.tracking import finish_run, resolve_tracking_uri, start_or_resume_run
 
@@ -52,12 +56,19 @@ def _run(args: argparse.Namespace) -> int:
     run_id, resumed = start_or_resume_run(config, uri)
     print(f"[seq-jepa] run '{config.run.name}' ({'resumed' if resumed else 'new'}); MLflow run {run_id} at "
           f"{redact_text(uri)}")
-    trainer = build_trainer(config, {"tracking_uri": uri, "run_id": run_id})
-    try:
-        result = trainer.fit()
-    except BaseException:
-        finish_run(uri, run_id, "FAILED")
-        raise
+    with stop_on_sigterm(config.run.stop_grace_s) as sigterm:
+        trainer = build_trainer(config, {"tracking_uri": uri, "run_id": run_id}, stop_signal=sigterm.handle)
+        try:
+            result = trainer.fit()
+        except BaseException:
+            finish_run(uri, run_id, "KILLED" if sigterm.received else "FAILED")
+            raise
+    if (result.metrics or {}).get("preempted"):
+        finish_run(uri, run_id, "KILLED")
+        print(f"[seq-jepa] stopped by SIGTERM: checkpoint at step {result.metrics.get('step')} in "
+              f"{result.checkpoint.path if result.checkpoint else '?'}; run the same command (with "
+              f"run.name={config.run.name}) to resume")
+        return 143  # 128 + SIGTERM, as the shell reports a process that SIGTERM ended
     finish_run(uri, run_id, "FINISHED")
     summary = {k: round(v, 4) for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
     print(f"[seq-jepa] finished: {summary}")

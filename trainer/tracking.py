@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
 import yaml
 
 from trainer.config import Config, flatten, to_dict
+from trainer.errors import TrackingError
 from trainer.redact import redact_text, redact_tree, redact_value
 
 RUN_NAME_TAG = "seq_jepa.run_name"
@@ -72,7 +74,21 @@ def find_run(config: Config, uri: str) -> str | None:
 
 
 def open_run(uri: str, experiment: str, name: str, tags: dict[str, str] | None = None) -> tuple[str, bool]:
-    """(run_id, resumed): the run named `name` in the experiment, continued, or a new one with `tags`."""
+    """(run_id, resumed): the run named `name` in the experiment, continued, or a new one with `tags`.
+    An unreachable tracking server is one TrackingError before anything starts."""
+    bound_http_retries()
+    try:
+        return _open_run(uri, experiment, name, tags)
+    except Exception as err:  # noqa: BLE001 - connection refused, DNS, 5xx, auth: one line with the fix
+        if uri.startswith(("http://", "https://")):
+            raise TrackingError(f"cannot reach the MLflow tracking server at {redact_text(uri)} "
+                                f"({type(err).__name__}: {_first_line(err)}); start it, fix tracking.tracking_uri "
+                                "(or MLFLOW_TRACKING_URI), or use a local store such as "
+                                "tracking.tracking_uri=sqlite:///~/seq-jepa/mlflow.db") from None
+        raise
+
+
+def _open_run(uri: str, experiment: str, name: str, tags: dict[str, str] | None) -> tuple[str, bool]:
     client = _client(uri)
     experiment_id = _experiment_id(client, uri, experiment)
     run_id = _find_run(client, experiment_id, name)
@@ -121,33 +137,97 @@ def finish_run(uri: str, run_id: str, status: str) -> None:
 
 
 class MetricsLogger:
-    """Rank 0's handle on the run. A tracking server outage warns once and never stops training."""
+    """Rank 0's handle on the run. A tracking server outage never stops training: metric points are
+    buffered and sent once the server answers again (retried at most every `retry_every_s`).
 
-    def __init__(self, uri: str | None, run_id: str | None, enabled: bool):
-        self.run_id = run_id
+    A resumed run replays the steps after its checkpoint; points at steps the run already holds for a
+    metric are not sent again, so every metric has one point per step.
+    """
+
+    def __init__(self, uri: str | None, run_id: str | None, enabled: bool, resumed: bool = False,
+                 retry_every_s: float = 30.0, max_buffered: int = 100_000):
+        bound_http_retries()
+        self.uri, self.run_id = uri, run_id
         self.client = _client(uri) if enabled and uri and run_id else None
-        self._warned = False
+        self.resumed, self.retry_every_s, self.max_buffered = resumed, retry_every_s, max_buffered
+        self._logged_through: dict[str, int] = {}  # metric -> last step the run held when this run resumed
+        self._buffer: list = []
+        self._failing_since: float | None = None
+        self._last_try = 0.0
+        self.dropped = 0
 
-    def _guard(self, action, *args) -> None:
-        if self.client is None:
-            return
-        try:
-            action(*args)
-        except Exception as err:  # noqa: BLE001 - any tracking failure must not kill training
-            if not self._warned:
-                warnings.warn(f"MLflow logging failed ({type(err).__name__}: {err}); training continues")
-                self._warned = True
+    def _already_logged(self, key: str, step: int) -> bool:
+        if not self.resumed:
+            return False
+        if key not in self._logged_through:
+            history = self.client.get_metric_history(self.run_id, key)
+            self._logged_through[key] = max((m.step for m in history), default=-1)
+        return step <= self._logged_through[key]
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
-        import time
 
+        if self.client is None:
+            return
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        self._guard(lambda: self.client.log_batch(self.run_id, metrics=batch))
+        self._buffer += [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        if len(self._buffer) > self.max_buffered:
+            self.dropped += len(self._buffer) - self.max_buffered
+            self._buffer = self._buffer[-self.max_buffered:]
+        self._send()
+
+    def _send(self, force: bool = False) -> bool:
+        if not self._buffer:
+            return True
+        if self._failing_since is not None and not force and time.monotonic() - self._last_try < self.retry_every_s:
+            return False
+        self._last_try = time.monotonic()
+        try:
+            batch = [m for m in self._buffer if not self._already_logged(m.key, m.step)]
+            for start in range(0, len(batch), 1000):  # MLflow accepts at most 1000 metrics per batch
+                self.client.log_batch(self.run_id, metrics=batch[start:start + 1000])
+        except Exception as err:  # noqa: BLE001 - any tracking failure must not stop training
+            if self._failing_since is None:
+                self._failing_since = time.monotonic()
+                warnings.warn(f"MLflow at {redact_text(self.uri)} is unreachable ({type(err).__name__}: "
+                              f"{_first_line(err)}); training continues and metrics are buffered until it answers")
+            return False
+        if self._failing_since is not None:
+            warnings.warn(f"MLflow answers again: sent {len(batch)} buffered metric points")
+            self._failing_since = None
+        self._buffer = []
+        return True
+
+    def flush(self) -> None:
+        """Send what is buffered (end of training); warn about what could not be sent."""
+        if self.client is not None and not self._send(force=True):
+            warnings.warn(f"{len(self._buffer)} metric points could not be sent to MLflow at "
+                          f"{redact_text(self.uri)}; the run's metrics there are incomplete")
+        if self.dropped:
+            warnings.warn(f"{self.dropped} metric points were dropped while MLflow was unreachable (buffer full)")
+
+    def _guard(self, action) -> None:
+        if self.client is None:
+            return
+        try:
+            action()
+        except Exception as err:  # noqa: BLE001 - any tracking failure must not kill training
+            warnings.warn(f"MLflow call failed ({type(err).__name__}: {_first_line(err)}); training continues")
 
     def set_tag(self, key: str, value: str) -> None:
         self._guard(lambda: self.client.set_tag(self.run_id, key, value))
 
     def log_artifact(self, path: str, artifact_path: str | None = None) -> None:
         self._guard(lambda: self.client.log_artifact(self.run_id, path, artifact_path))
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0][:300] if lines else ""
+
+
+def bound_http_retries() -> None:
+    """MLflow's HTTP client retries a dead server for minutes by default; a few seconds is enough here."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")

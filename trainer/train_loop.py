@@ -1,5 +1,8 @@
 """What each Ray Train worker runs: build, (resume), train, evaluate, checkpoint, log.
 
+A restored run continues with the batch after the checkpoint's step (`trainer.resume`), so its loss
+curve and final weights match an uninterrupted run's.
+
 `train_step` is the whole optimisation step in one place: batch -> loss -> optimizer step -> EMA
 update -> probe update.
 """
@@ -9,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -29,7 +33,10 @@ from trainer.model import SeqJEPA, build_encoder
 from trainer.optim import build_optimizer, lr_at, set_lr
 from trainer.parallel import parallelize, replicate, unwrap
 from trainer.precision import resolve_precision
+from trainer.preemption import StopCheck
 from trainer.probes import OnlineProbes, ProbeMetrics, effective_rank, probe_features, probe_loss
+from trainer.resume import StartPoint, rank_state, restore, seed_rank, trainer_state
+from trainer.sample_log import SampleLog
 from trainer.tracking import MetricsLogger
 
 
@@ -153,6 +160,7 @@ def train_worker(loop_config: dict) -> None:
     model = build_model(config, train_loader.action_dim, train_loader.channels).to(device)
     probes = OnlineProbes(model.encoder.out_dim, model.token_dim, train_loader.action_dim, train_loader.num_classes,
                           config.probe.hidden).to(device)
+    seed_rank(config.train.seed, rank)
     model = parallelize(model, config.scaling.parallelism, device)
     probes = replicate(probes, device)
     precision, precision_warning = resolve_precision(config.train.precision, device)
@@ -162,20 +170,39 @@ def train_worker(loop_config: dict) -> None:
                   torch.optim.Adam(probes.parameters(), lr=config.probe.lr), device,
                   *normalisation(train_loader, device), precision == "bf16")
 
-    start_epoch, step = 0, 0
+    start = StartPoint()
     restored = ray.train.get_checkpoint()
     if restored is not None:
         with restored.as_directory() as folder:
-            state = ckpt.load_checkpoint(folder, parts.checkpointables())
-        start_epoch, step = state["epoch"] + 1, state["step"]
+            start = restore(Path(folder), parts.checkpointables(), train_loader, rank, world, config.train.seed,
+                            device)
 
-    logger = MetricsLogger(mlflow_cfg.get("tracking_uri"), mlflow_cfg.get("run_id"), enabled=rank == 0)
+    logger = MetricsLogger(mlflow_cfg.get("tracking_uri"), mlflow_cfg.get("run_id"), enabled=rank == 0,
+                           resumed=restored is not None)
     logger.set_tag("precision", precision)  # what `train.precision` resolved to on this hardware
-    global_batch = config.data.batch_size
-    for epoch in range(start_epoch, config.train.epochs):
+    stop = StopCheck(loop_config.get("stop_signal"), rank, device)
+    samples = SampleLog(config.train.sample_log, rank)
+    exit_rank = world - 1 if config.faults.exit_rank is None else config.faults.exit_rank
+    exit_at = config.faults.exit_at_step if restored is None and rank == exit_rank else None
+
+    def save(epoch: int, step: int, batches_done: int, window: tuple[float, int], metrics: dict) -> None:
+        epoch_done = batches_done == steps_per_epoch
+        state = trainer_state(epoch, step, batches_done, epoch_done, world, config.data.loader_workers,
+                              loop_config["config"])
+        folder = ckpt.save_checkpoint(parts.checkpointables(), state,
+                                      rank_state(device, train_loader.position, window))
+        try:
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(folder)))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    global_batch, step = config.data.batch_size, start.step
+    for epoch in range(start.epoch, config.train.epochs):
         train_loader.set_epoch(epoch)
-        window_loss, window_wait, window_start, window_steps = 0.0, 0.0, time.perf_counter(), 0
-        batches = iter(itertools.islice(train_loader, steps_per_epoch))
+        done = start.batches_done if epoch == start.epoch else 0
+        window_loss, window_steps = start.window if epoch == start.epoch else (0.0, 0)
+        window_wait, window_start = 0.0, time.perf_counter()
+        batches = iter(itertools.islice(train_loader, steps_per_epoch - done))
         while True:
             wait_start = time.perf_counter()
             batch = next(batches, None)
@@ -187,8 +214,12 @@ def train_worker(loop_config: dict) -> None:
             loss = train_step(parts, batch, lr, decay, config.optim.grad_clip)
             window_loss += float(loss)
             step += 1
+            done += 1
             window_steps += 1
-            if step % config.train.log_every_steps == 0 or window_steps == steps_per_epoch:
+            samples.record(epoch, step, batch["sample_keys"])
+            if step == exit_at:
+                os._exit(1)  # fault injection: die like an OOM-killed process, mid-epoch, no cleanup
+            if step % config.train.log_every_steps == 0 or done == steps_per_epoch:
                 elapsed = time.perf_counter() - window_start
                 skipped = train_loader.corrupt_samples + val_loader.corrupt_samples
                 loss_sum, wait_sum, skipped = _sum_across_ranks(
@@ -202,19 +233,31 @@ def train_worker(loop_config: dict) -> None:
                                     "train/data_wait_frac": wait_frac, "train/epoch": epoch,
                                     "data/skipped_samples": skipped}, step)
                 window_loss, window_wait, window_start, window_steps = 0.0, 0.0, time.perf_counter(), 0
+            if done < steps_per_epoch:
+                every = config.train.checkpoint_every_steps
+                if stop.should_stop():
+                    save(epoch, step, done, (window_loss, window_steps), {"epoch": epoch, "step": step,
+                                                                          "preempted": 1})
+                    logger.flush()
+                    return
+                if every and step % every == 0:
+                    save(epoch, step, done, (window_loss, window_steps), {"epoch": epoch, "step": step})
 
         metrics = {"epoch": epoch, "step": step}
         last_epoch = epoch == config.train.epochs - 1
         if (epoch + 1) % config.train.eval_every_epochs == 0 or last_epoch:
             metrics.update(evaluate(parts, val_loader, train_loader.action_groups, config.probe.val_batches))
             logger.log_metrics({k: v for k, v in metrics.items() if "/" in k}, step)
-        if (epoch + 1) % config.train.checkpoint_every_epochs == 0 or last_epoch:
-            folder = ckpt.save_checkpoint(parts.checkpointables(), {"epoch": epoch, "step": step,
-                                                                     "config": loop_config["config"]})
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(folder)))
-            shutil.rmtree(folder, ignore_errors=True)
+        stopping = not last_epoch and stop.should_stop()
+        every = config.train.checkpoint_every_steps
+        if ((epoch + 1) % config.train.checkpoint_every_epochs == 0 or last_epoch or stopping
+                or (every and step % every == 0)):
+            save(epoch, step, done, (0.0, 0), {**metrics, **({"preempted": 1} if stopping else {})})
         else:
             ray.train.report(metrics)
+        if stopping:
+            logger.flush()
+            return
 
     if config.tracking.log_model:
         weights = ckpt.full_encoder_state(parts.model)
@@ -223,3 +266,4 @@ def train_worker(loop_config: dict) -> None:
                 path = Path(tmp) / "encoder.pt"
                 torch.save(weights, path)
                 logger.log_artifact(str(path), "model")
+    logger.flush()
