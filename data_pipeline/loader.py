@@ -253,8 +253,11 @@ class SequenceLoader:
             shards = None
         # Val views depend on neither epoch nor attempt: every evaluation sees the same sequences.
         keys = (self.seed, 1, self.epoch, start.attempt, self.rank) if self.train else (self.seed, 0, 0, 0, self.rank)
+        # Its own generator: a DataLoader otherwise draws its workers' base seed from the global torch RNG,
+        # which the model's dropout also draws from, so a resumed epoch would shift the model's draws.
         return DataLoader(_SequenceStream(self, shards, keys, start), batch_size=None, num_workers=self.num_workers,
-                          persistent_workers=False, worker_init_fn=_worker_init if self.num_workers else None)
+                          persistent_workers=False, worker_init_fn=_worker_init if self.num_workers else None,
+                          generator=torch.Generator().manual_seed(self.seed))
 
     @property
     def readers(self) -> int:

@@ -98,3 +98,14 @@ def test_a_position_of_another_layout_is_refused(tmp_path):
     _, position = _first(_loader(shards, 2), 0, 2)
     with pytest.raises(DataError, match="2 loader workers"):
         _loader(shards, 0).resume_from(position)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_iterating_leaves_the_global_torch_rng_alone(tmp_path, num_workers):
+    # The model's dropout draws from it: a resumed epoch must not shift those draws.
+    import torch
+
+    ld = _loader(make_shards(tmp_path / "s", UNEVEN), num_workers)
+    before = torch.get_rng_state()
+    list(ld)
+    assert torch.equal(before, torch.get_rng_state())

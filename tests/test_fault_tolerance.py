@@ -82,14 +82,18 @@ def _assert_matches_reference(reference, tmp, uri, name, exact_samples=True):
 
 
 def test_a_worker_killed_mid_epoch_is_replaced_and_the_run_ends_as_if_uninterrupted(reference, fashion_mnist_shards,
-                                                                                   tmp_path):
+                                                                                   tmp_path, monkeypatch, capfd):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    # Rank 1 dies after step 9 (mid-epoch 2); the last checkpoint is from step 8.
+    # Ray Train collects reported checkpoints at its health checks: check often, so that the step-8
+    # checkpoint is registered before the crash and the group resumes mid-epoch.
+    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+    # Rank 1 dies after step 11 (mid-epoch 2); the last checkpoint is from step 8.
     overrides = _overrides(fashion_mnist_shards, tmp_path, uri, "killed", "train.checkpoint_every_steps=4",
-                           "faults.exit_at_step=9", "run.max_failures=1")
+                           "faults.exit_at_step=11", "run.max_failures=1")
     assert main(overrides) == 0
     samples = read_sample_log(tmp_path / "samples" / "killed")
     assert len(samples) == 2 * STEPS
+    assert "(epoch 1, step 8, 2 batches into the epoch)" in capfd.readouterr().out  # restored mid-epoch
     _assert_matches_reference(reference, tmp_path, uri, "killed")
     assert read_trainer_state(_checkpoints(tmp_path / "runs", "killed")[-1])["step"] == STEPS
 
@@ -113,7 +117,7 @@ def _wait_for_step(uri: str, name: str, step: int, process: subprocess.Popen, ti
         try:
             if max((s for s, _ in _losses(uri, name)), default=0) >= step:
                 return
-        except AssertionError:  # the run does not exist yet
+        except (AssertionError, AttributeError):  # the experiment or the run does not exist yet
             pass
         time.sleep(0.5)
     pytest.fail(f"step {step} not reached in {timeout} s")
@@ -127,17 +131,19 @@ def test_sigterm_to_the_driver_checkpoints_and_the_same_command_resumes(referenc
     env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
     process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
-    _wait_for_step(uri, "preempted", 3, process)
+    _wait_for_step(uri, "preempted", 2, process)
     process.send_signal(signal.SIGTERM)
     output = process.communicate(timeout=300)[0]
+    (tmp_path / "first.log").write_text(output)
     assert process.returncode == 143, output[-3000:]
     assert "run the same command" in output
     state = read_trainer_state(_checkpoints(tmp_path / "runs", "preempted")[-1])
-    assert 3 <= state["step"] < STEPS and not state["epoch_done"] or state["step"] == 6, state
+    assert 2 <= state["step"] < STEPS, state
     _, run = _the_run(uri, "preempted")
     assert run.info.status == "KILLED"
 
     again = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    (tmp_path / "again.log").write_text(again.stdout + again.stderr)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     _assert_matches_reference(reference, tmp_path, uri, "preempted")
 

@@ -37,6 +37,25 @@ class SigtermWatch:
     handle: object  # the StopSignal actor the workers poll
     received: bool = False
 
+    def run(self, fit):
+        """`fit()` in a helper thread, so the main thread stays free to take signals at once (inside a
+        blocking ray.get it would notice them only seconds later)."""
+        outcome = {}
+
+        def target():
+            try:
+                outcome["result"] = fit()
+            except BaseException as err:  # noqa: BLE001 - handed over to the main thread
+                outcome["error"] = err
+
+        thread = threading.Thread(target=target, name="trainer-fit", daemon=True)
+        thread.start()
+        while thread.is_alive():
+            thread.join(0.2)
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["result"]
+
 
 @contextlib.contextmanager
 def stop_on_sigterm(grace_s: float):
@@ -67,7 +86,7 @@ def stop_on_sigterm(grace_s: float):
 class StopCheck:
     """Worker side: `should_stop()` is True on every rank after the same step once a stop was requested."""
 
-    def __init__(self, handle, rank: int, device: torch.device, poll_every_s: float = 1.0):
+    def __init__(self, handle, rank: int, device: torch.device, poll_every_s: float = 0.2):
         self.handle, self.rank, self.device, self.poll_every_s = handle, rank, device, poll_every_s
         self._last_poll, self._requested = 0.0, False
 

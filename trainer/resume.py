@@ -69,7 +69,11 @@ def restore(checkpoint: Path, parts: dict, loader: SequenceLoader, rank: int, wo
             if rank == 0:
                 warnings.warn(f"{err}; trying the run's previous checkpoint")
             continue
-        return _start_point(candidate, saved, loader, rank, world, seed, device)
+        start = _start_point(candidate, saved, loader, rank, world, seed, device)
+        if rank == 0:
+            print(f"[seq-jepa] resumed from {candidate} (epoch {start.epoch}, step {start.step}, "
+                  f"{start.batches_done} batches into the epoch)", flush=True)
+        return start
     raise CheckpointError(f"no checkpoint of {checkpoint.parent} could be read (the newest is {checkpoint}); "
                           "move the damaged checkpoint_* folders out of the run folder, or start afresh under "
                           "another run.name")

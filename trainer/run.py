@@ -59,7 +59,7 @@ def _run(args: argparse.Namespace) -> int:
     with stop_on_sigterm(config.run.stop_grace_s) as sigterm:
         trainer = build_trainer(config, {"tracking_uri": uri, "run_id": run_id}, stop_signal=sigterm.handle)
         try:
-            result = trainer.fit()
+            result = sigterm.run(trainer.fit)
         except BaseException:
             finish_run(uri, run_id, "KILLED" if sigterm.received else "FAILED")
             raise
