@@ -157,3 +157,27 @@ def test_resuming_on_fewer_workers_reshards_and_says_what_changed(ray_local, fas
     assert [s for s, _ in _losses(uri, "reshard")] == list(range(1, STEPS + 1))
     final = _checkpoints(tmp_path / "runs", "reshard")[-1]
     assert read_trainer_state(final)["world_size"] == 1 and read_trainer_state(final)["step"] == STEPS
+
+
+def _damage(checkpoint: Path) -> None:
+    for shard in checkpoint.glob("*.distcp"):
+        shard.write_bytes(shard.read_bytes()[:64])
+
+
+def test_a_damaged_checkpoint_falls_back_to_the_previous_one_and_none_readable_is_one_line(
+        ray_local, fashion_mnist_shards, tmp_path, capfd):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    overrides = _overrides(fashion_mnist_shards, tmp_path, uri, "damaged", "train.checkpoint_every_steps=3")
+    assert main(overrides + ["train.epochs=1"]) == 0  # checkpoints at steps 3 and 6
+    _damage(_checkpoints(tmp_path / "runs", "damaged")[-1])
+    assert main(overrides) == 0
+    out = capfd.readouterr()
+    assert "is unreadable" in out.err and "trying the run's previous checkpoint" in out.err
+    assert "(epoch 0, step 3, 3 batches into the epoch)" in out.out
+    assert [s for s, _ in _losses(uri, "damaged")] == list(range(1, STEPS + 1))
+
+    for checkpoint in _checkpoints(tmp_path / "runs", "damaged"):
+        _damage(checkpoint)
+    assert main(overrides + ["train.epochs=3"]) == 2
+    last = capfd.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: no checkpoint of") and "could be read" in last, last

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException  # a BaseException, not an Exception
 from torch import nn
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
                                                      set_state_dict)
@@ -46,7 +47,7 @@ def _state(parts: dict[str, tuple[nn.Module, torch.optim.Optimizer]]) -> dict:
     return state
 
 
-def _disk_full(err: BaseException) -> bool:
+def disk_full(err: BaseException) -> bool:
     """ENOSPC anywhere in the error, including DCP's per-rank failure wrappers."""
     return getattr(err, "errno", None) == errno.ENOSPC or "No space left on device" in str(err)
 
@@ -62,10 +63,12 @@ def save_checkpoint(parts: dict[str, tuple[nn.Module, torch.optim.Optimizer]], t
         torch.save(rank_state, folder / rank_state_file(rank))
         if rank == 0:
             (folder / TRAINER_STATE_FILE).write_text(json.dumps(trainer_state, indent=2))
-    except Exception as err:  # noqa: BLE001 - any failure: remove the partial folder, say what happened
+    except (Exception, CheckpointException) as err:  # noqa: BLE001 - remove the partial folder, say what happened
+        # torch.save reports a full disk as "unexpected pos ..." without the errno: look at the disk too.
+        full = disk_full(err) or shutil.disk_usage(folder).free < 1 << 20
         shutil.rmtree(folder, ignore_errors=True)
         where = f"step {trainer_state.get('step')} checkpoint in {folder.parent}"
-        if _disk_full(err):
+        if full:
             raise CheckpointError(f"no space left on the device writing the {where}; the previous checkpoint is "
                                   "intact: free space (or point TMPDIR at a larger disk) and run the same command "
                                   "again to resume") from None
@@ -92,7 +95,7 @@ def load_checkpoint(folder: str | Path, parts: dict[str, tuple[nn.Module, torch.
     state = _state(parts)
     try:
         dcp.load(state, storage_reader=SafeReader(str(folder)), planner=SafeLoadPlanner())
-    except Exception as err:  # noqa: BLE001 - DCP wraps every rank's failure; one line names the folder
+    except (Exception, CheckpointException) as err:  # noqa: BLE001 - DCP wraps every rank's failure
         raise CheckpointError(f"checkpoint {folder} is unreadable ({_first_line(err)})") from None
     for name, (module, optimizer) in parts.items():
         set_state_dict(module, optimizer, model_state_dict=state[name]["model"],
@@ -112,8 +115,13 @@ def read_rank_state(folder: str | Path, rank: int) -> dict | None:
 
 
 def _first_line(err: BaseException) -> str:
+    """What went wrong, in one line; DCP's CheckpointException only lists ranks: take a rank's own error."""
+    failures = getattr(err, "failures", None)
+    if failures:
+        wrapped = next(iter(failures.values()))
+        err = getattr(wrapped, "exc", wrapped)
     text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}"
+    return f"{type(err).__name__}: {text[0] if text else ''}"[:500]
 
 
 def latest_checkpoint(location: str | Path) -> Path:

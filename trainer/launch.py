@@ -48,6 +48,17 @@ def ensure_dataset(config: Config) -> None:
         if manifest.dataset != d.dataset:
             raise DataError(f"data.dataset={d.dataset} but the shards at {d.shards}/{split} hold {manifest.dataset}; "
                             f"set data.dataset={manifest.dataset} or point data.shards at {d.dataset} shards")
+        check_views(config, manifest.dataset_info.get("views_per_object"), f"{d.shards}/{split}",
+                    config.model.seq_len if split == d.train_split else config.eval_seq_len)
+
+
+def check_views(config: Config, available: int | None, where: str, seq_len: int) -> None:
+    """A sequence of M observed views plus the target needs M + 1 distinct views of each object."""
+    if available is None or seq_len + 1 <= available:
+        return
+    key = "model.seq_len" if seq_len == config.model.seq_len else "model.eval_seq_len"
+    raise ConfigError(f"{key}={seq_len} needs {seq_len + 1} views of each object (M observed + the target) but the "
+                      f"{config.data.dataset} shards at {where} hold {available}; set {key} to at most {available - 1}")
 
 
 def build_trainer(config: Config, tracking: dict | None = None, callbacks: list | None = None,

@@ -49,11 +49,10 @@ def _run(args: argparse.Namespace) -> int:
 
     config = resolve_paths(config)
     ensure_dataset(config)
+    uri = resolve_tracking_uri(config.tracking.tracking_uri)
+    run_id, resumed = start_or_resume_run(config, uri)  # an unreachable server fails here, before Ray starts
     connect_ray(config)
     check_resources(config, ray.cluster_resources().get("CPU", 0))
-
-    uri = resolve_tracking_uri(config.tracking.tracking_uri)
-    run_id, resumed = start_or_resume_run(config, uri)
     print(f"[seq-jepa] run '{config.run.name}' ({'resumed' if resumed else 'new'}); MLflow run {run_id} at "
           f"{redact_text(uri)}")
     with stop_on_sigterm(config.run.stop_grace_s) as sigterm:

@@ -222,7 +222,8 @@ class MetricsLogger:
 
 
 def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
+    """The start of an error's message, with any credentials in URLs masked (MLflow quotes its URL)."""
+    lines = redact_text(str(err)).strip().splitlines()
     return lines[0][:300] if lines else ""
 
 

@@ -27,6 +27,7 @@ from torch import nn
 
 from trainer import checkpoint as ckpt
 from trainer.config import Config, config_from_dict
+from trainer.errors import CheckpointError
 from trainer.data import build_loader, normalisation, to_model_inputs
 from trainer.ema import ema_decay_at, ema_update_
 from trainer.model import SeqJEPA, build_encoder
@@ -193,6 +194,12 @@ def train_worker(loop_config: dict) -> None:
                                       rank_state(device, train_loader.position, window))
         try:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(folder)))
+        except OSError as err:  # uploading into run.storage_path; Ray Train registers nothing half-written
+            if not ckpt.disk_full(err):
+                raise
+            raise CheckpointError(f"no space left on the device of run.storage_path={config.run.storage_path} "
+                                  f"uploading the step {step} checkpoint; the previous checkpoint is intact: free "
+                                  "space and run the same command again to resume") from None
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
