@@ -35,8 +35,8 @@ def write_checkpoint(shards: Path, tmp_path: Path, mlflow_uri: str, name: str, e
     torch.manual_seed(0)
     model = build_model(config, loader.action_dim, loader.channels)
     optimizer = torch.optim.AdamW(model.parameters())
-    folder = ckpt.save_checkpoint({"seq_jepa": (model, optimizer)}, {"epoch": 1, "step": STEP,
-                                                                     "config": to_dict(config)})
+    folder = ckpt.save_checkpoint({"seq_jepa": (model, optimizer)}, {"epoch": 1, "step": STEP, "world_size": 1,
+                                                                     "config": to_dict(config)}, rank_state={})
     run = tmp_path / "runs" / name
     run.mkdir(parents=True)
     shutil.move(str(folder), run / "checkpoint_2026-11-25_12-00-00.000000")

@@ -65,19 +65,27 @@ def _run(args: argparse.Namespace) -> int:
     if (result.metrics or {}).get("preempted"):
         finish_run(uri, run_id, "KILLED")
         print(f"[seq-jepa] stopped by SIGTERM: checkpoint at step {result.metrics.get('step')} in "
-              f"{result.checkpoint.path if result.checkpoint else '?'}; run the same command (with "
-              f"run.name={config.run.name}) to resume")
+              f"{_location(config, result.checkpoint)}; run the same command (with run.name={config.run.name}) "
+              "to resume")
         return 143  # 128 + SIGTERM, as the shell reports a process that SIGTERM ended
     finish_run(uri, run_id, "FINISHED")
     summary = {k: round(v, 4) for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
     print(f"[seq-jepa] finished: {summary}")
-    print(f"[seq-jepa] checkpoint: {result.checkpoint.path if result.checkpoint else 'none'}")
+    print(f"[seq-jepa] checkpoint: {_location(config, result.checkpoint)}")
     if result.checkpoint and "://" not in config.run.storage_path:
         run_dir = Path(config.run.storage_path) / config.run.name
         print(f"[seq-jepa] probe the frozen model (the paper's protocol): python -m trainer.evaluate {run_dir}")
     if uri.startswith("sqlite:///"):
         print(f"[seq-jepa] see the run: mlflow ui --backend-store-uri {uri}")
     return 0
+
+
+def _location(config, checkpoint) -> str:
+    """Where a checkpoint lives, as a user would type it (Ray gives `bucket/key` for s3:// storage)."""
+    if checkpoint is None:
+        return "none"
+    scheme = config.run.storage_path.split("://")[0] if "://" in config.run.storage_path else None
+    return f"{scheme}://{checkpoint.path}" if scheme and "://" not in checkpoint.path else checkpoint.path
 
 
 if __name__ == "__main__":

@@ -27,9 +27,9 @@ from torch import nn
 
 from trainer import checkpoint as ckpt
 from trainer.config import Config, config_from_dict
-from trainer.errors import CheckpointError
 from trainer.data import build_loader, normalisation, to_model_inputs
 from trainer.ema import ema_decay_at, ema_update_
+from trainer.errors import CheckpointError
 from trainer.model import SeqJEPA, build_encoder
 from trainer.optim import build_optimizer, lr_at, set_lr
 from trainer.parallel import parallelize, replicate, unwrap
