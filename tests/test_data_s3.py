@@ -11,7 +11,6 @@ import time
 import boto3
 import numpy as np
 import pytest
-import torch
 from botocore.exceptions import ConnectionClosedError
 
 from data_pipeline import (ActionSpace, DataError, S3Options, build_sequence_loader, read_manifest,
