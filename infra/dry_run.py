@@ -47,7 +47,7 @@ BUCKET = "seq-jepa-dry-run"
 
 
 class DryRunError(RuntimeError):
-    pass
+    """A step of the dry run failed; the message says which and where its logs are."""
 
 
 @dataclasses.dataclass

@@ -93,7 +93,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as S3 does: botocore reuses its connections
 
     def log_message(self, *args) -> None:
-        pass
+        """Quiet: one line per request would bury the test output."""
 
     def do_GET(self) -> None:
         if self.path == STATS_PATH:
