@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
 from tests.conftest import PROJECT_ROOT, tiny_overrides
@@ -110,15 +111,22 @@ def test_without_retries_the_killed_worker_fails_the_run_with_a_resumable_checkp
     assert read_trainer_state(_checkpoints(tmp_path / "runs", "no-retry")[-1])["step"] == 4
 
 
+def _last_logged_step(uri: str, name: str) -> int:
+    """0 until the experiment and the run exist."""
+    experiment = MlflowClient(uri).get_experiment_by_name("seq-jepa")
+    if experiment is None:
+        return 0
+    runs = MlflowClient(uri).search_runs([experiment.experiment_id],
+                                         filter_string=f"tags.`seq_jepa.run_name` = '{name}'")
+    return max((s for s, _ in _losses(uri, name)), default=0) if runs else 0
+
+
 def _wait_for_step(uri: str, name: str, step: int, process: subprocess.Popen, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()[0][-3000:]
-        try:
-            if max((s for s, _ in _losses(uri, name)), default=0) >= step:
-                return
-        except (AssertionError, AttributeError):  # the experiment or the run does not exist yet
-            pass
+        if _last_logged_step(uri, name) >= step:
+            return
         time.sleep(0.5)
     pytest.fail(f"step {step} not reached in {timeout} s")
 

@@ -25,7 +25,7 @@ from torch import nn
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
                                                      set_state_dict)
 
-from trainer.errors import CheckpointError
+from trainer.errors import CheckpointError, describe
 from trainer.safe_load import SafeLoadPlanner, SafeReader
 
 TRAINER_STATE_FILE = "trainer_state.json"  # rank 0: epoch, step, world size, config (written last by rank 0)
@@ -96,7 +96,7 @@ def load_checkpoint(folder: str | Path, parts: dict[str, tuple[nn.Module, torch.
     try:
         dcp.load(state, storage_reader=SafeReader(str(folder)), planner=SafeLoadPlanner())
     except (Exception, CheckpointException) as err:  # noqa: BLE001 - DCP wraps every rank's failure
-        raise CheckpointError(f"checkpoint {folder} is unreadable ({_first_line(err)})") from None
+        raise CheckpointError(f"checkpoint {folder} is unreadable ({describe(err)})") from None
     for name, (module, optimizer) in parts.items():
         set_state_dict(module, optimizer, model_state_dict=state[name]["model"],
                        optim_state_dict=state[name]["optim"])
@@ -111,17 +111,7 @@ def read_rank_state(folder: str | Path, rank: int) -> dict | None:
     try:
         return torch.load(path, weights_only=True)  # tensors and plain values only: no code from the file
     except Exception as err:  # noqa: BLE001
-        raise CheckpointError(f"checkpoint file {path} is unreadable ({_first_line(err)})") from None
-
-
-def _first_line(err: BaseException) -> str:
-    """What went wrong, in one line; DCP's CheckpointException only lists ranks: take a rank's own error."""
-    failures = getattr(err, "failures", None)
-    if failures:
-        wrapped = next(iter(failures.values()))
-        err = getattr(wrapped, "exc", wrapped)
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}"[:500]
+        raise CheckpointError(f"checkpoint file {path} is unreadable ({describe(err)})") from None
 
 
 def latest_checkpoint(location: str | Path) -> Path:
@@ -146,7 +136,7 @@ def read_trainer_state(folder: str | Path) -> dict:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        raise CheckpointError(f"checkpoint file {path} is unreadable ({_first_line(err)})") from None
+        raise CheckpointError(f"checkpoint file {path} is unreadable ({describe(err)})") from None
 
 
 def load_model_weights(folder: str | Path, model: nn.Module) -> None:

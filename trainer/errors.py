@@ -48,3 +48,16 @@ def _worker_cause(err: Exception, kinds: tuple[type, ...]) -> BaseException | No
 def _plain(err: BaseException) -> str:
     """The message without the worker traceback Ray appends to a re-raised error."""
     return str(err.args[0]) if err.args else str(err)
+
+
+def describe(err: BaseException) -> str:
+    """`Type: first line of the message`, credentials in URLs masked. DCP's CheckpointException only
+    lists the ranks that failed: the first rank's own error is described instead."""
+    from trainer.redact import redact_text
+
+    failures = getattr(err, "failures", None)
+    if failures:
+        wrapped = next(iter(failures.values()))
+        err = getattr(wrapped, "exc", wrapped)
+    lines = redact_text(str(err)).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"[:500]

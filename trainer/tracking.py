@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from trainer.config import Config, flatten, to_dict
-from trainer.errors import TrackingError
+from trainer.errors import TrackingError, describe
 from trainer.redact import redact_text, redact_tree, redact_value
 
 RUN_NAME_TAG = "seq_jepa.run_name"
@@ -82,7 +82,7 @@ def open_run(uri: str, experiment: str, name: str, tags: dict[str, str] | None =
     except Exception as err:  # noqa: BLE001 - connection refused, DNS, 5xx, auth: one line with the fix
         if uri.startswith(("http://", "https://")):
             raise TrackingError(f"cannot reach the MLflow tracking server at {redact_text(uri)} "
-                                f"({type(err).__name__}: {_first_line(err)}); start it, fix tracking.tracking_uri "
+                                f"({describe(err)}); start it, fix tracking.tracking_uri "
                                 "(or MLFLOW_TRACKING_URI), or use a local store such as "
                                 "tracking.tracking_uri=sqlite:///~/seq-jepa/mlflow.db") from None
         raise
@@ -189,8 +189,8 @@ class MetricsLogger:
         except Exception as err:  # noqa: BLE001 - any tracking failure must not stop training
             if self._failing_since is None:
                 self._failing_since = time.monotonic()
-                warnings.warn(f"MLflow at {redact_text(self.uri)} is unreachable ({type(err).__name__}: "
-                              f"{_first_line(err)}); training continues and metrics are buffered until it answers")
+                warnings.warn(f"MLflow at {redact_text(self.uri)} is unreachable ("
+                              f"{describe(err)}); training continues and metrics are buffered until it answers")
             return False
         if self._failing_since is not None:
             warnings.warn(f"MLflow answers again: sent {len(batch)} buffered metric points")
@@ -212,19 +212,13 @@ class MetricsLogger:
         try:
             action()
         except Exception as err:  # noqa: BLE001 - any tracking failure must not kill training
-            warnings.warn(f"MLflow call failed ({type(err).__name__}: {_first_line(err)}); training continues")
+            warnings.warn(f"MLflow call failed ({describe(err)}); training continues")
 
     def set_tag(self, key: str, value: str) -> None:
         self._guard(lambda: self.client.set_tag(self.run_id, key, value))
 
     def log_artifact(self, path: str, artifact_path: str | None = None) -> None:
         self._guard(lambda: self.client.log_artifact(self.run_id, path, artifact_path))
-
-
-def _first_line(err: BaseException) -> str:
-    """The start of an error's message, with any credentials in URLs masked (MLflow quotes its URL)."""
-    lines = redact_text(str(err)).strip().splitlines()
-    return lines[0][:300] if lines else ""
 
 
 def bound_http_retries() -> None:

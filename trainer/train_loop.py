@@ -203,7 +203,7 @@ def train_worker(loop_config: dict) -> None:
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
-    global_batch, step = config.data.batch_size, start.step
+    global_batch, step, every_steps = config.data.batch_size, start.step, config.train.checkpoint_every_steps
     for epoch in range(start.epoch, config.train.epochs):
         train_loader.set_epoch(epoch)
         done = start.batches_done if epoch == start.epoch else 0
@@ -241,13 +241,12 @@ def train_worker(loop_config: dict) -> None:
                                     "data/skipped_samples": skipped}, step)
                 window_loss, window_wait, window_start, window_steps = 0.0, 0.0, time.perf_counter(), 0
             if done < steps_per_epoch:
-                every = config.train.checkpoint_every_steps
                 if stop.should_stop():
                     save(epoch, step, done, (window_loss, window_steps), {"epoch": epoch, "step": step,
                                                                           "preempted": 1})
                     logger.flush()
                     return
-                if every and step % every == 0:
+                if every_steps and step % every_steps == 0:
                     save(epoch, step, done, (window_loss, window_steps), {"epoch": epoch, "step": step})
 
         metrics = {"epoch": epoch, "step": step}
@@ -256,9 +255,8 @@ def train_worker(loop_config: dict) -> None:
             metrics.update(evaluate(parts, val_loader, train_loader.action_groups, config.probe.val_batches))
             logger.log_metrics({k: v for k, v in metrics.items() if "/" in k}, step)
         stopping = not last_epoch and stop.should_stop()
-        every = config.train.checkpoint_every_steps
         if ((epoch + 1) % config.train.checkpoint_every_epochs == 0 or last_epoch or stopping
-                or (every and step % every == 0)):
+                or (every_steps and step % every_steps == 0)):
             save(epoch, step, done, (0.0, 0), {**metrics, **({"preempted": 1} if stopping else {})})
         else:
             ray.train.report(metrics)
