@@ -98,6 +98,7 @@ def _run(args: argparse.Namespace) -> int:
     import ray
 
     from sweeps import report
+    from sweeps.trial import trial_finished
     from trainer.config import load_config
     from trainer.launch import check_resources, connect_ray, ensure_dataset, resolve_paths
     from trainer.redact import redact_text
@@ -120,12 +121,12 @@ def _run(args: argparse.Namespace) -> int:
     runs = report.child_runs(uri, parent_run_id)
     print(report.markdown_table(runs, list(spec.search_space)))
     # Interrupted (Ctrl-C, a lost driver): Tune saved its state and the same command resumes. A trial
-    # whose last result is not `done` was stopped midway, whatever status Tune gave it.
-    unfinished = sum(1 for r in results if r.error is None and not r.metrics.get("done"))
+    # whose last result does not say it finished was stopped midway, whatever status Tune gave it.
+    unfinished = sum(1 for r in results if r.error is None and not trial_finished(r))
+    for run in runs:  # a trial interrupted, or stopped early by the scheduler, never closed its run
+        if run.status == "RUNNING":
+            finish_run(uri, run.run_id, "KILLED")
     if unfinished:
-        for run in runs:
-            if run.status == "RUNNING":
-                finish_run(uri, run.run_id, "KILLED")
         finish_run(uri, parent_run_id, "KILLED")
         print(f"[seq-jepa sweep] interrupted with {unfinished} of {len(results)} trials unfinished; run the same "
               "command again to resume", file=sys.stderr)

@@ -26,6 +26,15 @@ SWEEP_TAG = "seq_jepa.sweep"
 TRIAL_TAG = "seq_jepa.trial_id"
 PARAMS_TAG = "seq_jepa.trial_params"  # the trial's swept values, short, for labels in the report
 ROLE_TAG = "seq_jepa.role"  # "sweep" on a sweep's parent run
+# In a trial's last Tune result. Tune's own `done` is not enough: it is added to the last result in
+# place when the function returns, and an experiment snapshot taken between that result and the
+# return keeps a cached copy without it, so a restored sweep can see a finished trial as unfinished.
+FINISHED_KEY = "trial_finished"
+
+
+def trial_finished(result) -> bool:
+    """Whether a trial of a (possibly restored) ResultGrid ran to its end or was stopped by the scheduler."""
+    return bool(result.metrics.get(FINISHED_KEY) or result.metrics.get("done"))
 
 
 def trial_config(spec: SweepSpec, params: dict, trial_id: str, tracking_uri: str) -> Config:
@@ -64,14 +73,15 @@ def run_trial(params: dict, spec: SweepSpec, parent_run_id: str, tracking_uri: s
     trainer = build_trainer(config, {"tracking_uri": tracking_uri, "run_id": run_id},
                             callbacks=[TuneReportCallback()])
     try:
-        trainer.fit()
+        final = dict(trainer.fit().metrics or {})  # the last epoch's, unless the evaluation replaces them
         if spec.evaluate.enabled:
             s = config.scaling  # training has released these: the probes get the same share
             cpus = s.num_workers * s.cpus_per_worker
             # Outside the trial's placement group, which holds only the trial driver's sliver of a CPU.
             task = evaluate_trial.options(num_cpus=cpus, num_gpus=1 if s.use_gpu else 0,
                                           scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
-            tune.report(ray.get(task.remote(to_dict(config), spec.evaluate.overrides, max(1, int(cpus)))))
+            final = ray.get(task.remote(to_dict(config), spec.evaluate.overrides, max(1, int(cpus))))
+        tune.report({**final, FINISHED_KEY: 1})
     except BaseException:
         finish_run(tracking_uri, run_id, "FAILED")
         raise

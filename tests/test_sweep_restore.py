@@ -1,0 +1,41 @@
+"""A restored sweep tells its finished trials from its interrupted ones.
+
+Tune marks a function trainable's last result `done` in place when the function returns; an
+experiment snapshot taken between the last report and the return keeps a copy without it, so a
+restored sweep could take a finished trial for an interrupted one and exit 130 forever. Snapshots
+are forced on every loop here, and a trial lingers after its last report as `run_trial` does while
+it closes its MLflow run.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from sweeps.trial import FINISHED_KEY, trial_finished
+
+pytestmark = pytest.mark.integration
+
+
+def test_restored_results_count_trials_that_reported_their_end_as_finished(ray_local, tmp_path, monkeypatch):
+    from ray import tune
+
+    def reports_then_lingers(config):  # defined here so that Ray ships it by value to its workers
+        tune.report({"epoch": 0})
+        if config["finishes"]:
+            tune.report({"epoch": 1, FINISHED_KEY: 1})
+        time.sleep(2)
+        if not config["finishes"]:
+            raise InterruptedError("stands in for a trial that never reached its end")
+
+    monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "0")  # a snapshot on every loop of the controller
+    run_config = tune.RunConfig(name="linger", storage_path=str(tmp_path), verbose=0)
+    first = tune.Tuner(reports_then_lingers, param_space={"finishes": tune.grid_search([True, False])},
+                       run_config=run_config).fit()
+    restored = tune.Tuner.restore(str(tmp_path / "linger"), reports_then_lingers).fit()
+
+    for results in (first, restored):
+        by_config = {r.config["finishes"]: r for r in results}
+        assert trial_finished(by_config[True])
+        assert by_config[False].error is not None and not trial_finished(by_config[False])
