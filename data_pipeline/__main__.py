@@ -94,7 +94,7 @@ def _run(args) -> None:
         for split, manifest in manifests.items():
             _report(split, manifest, start, storage.join(base, split))
         return
-    raw_dir = locate_or_fetch_fashion_mnist(args.source_dir, args.cache_dir)
+    raw_dir = locate_or_fetch_fashion_mnist(args.source_dir, args.cache_dir, system_packages=True)  # asked for
     if args.command == "fetch":
         print(raw_dir)
         return

@@ -33,7 +33,6 @@ import torch.nn.functional as F
 from data_pipeline import augment_ops as ops
 from data_pipeline.errors import DataError
 
-ACTION_NAMES = ("i", "j", "h", "w", "brightness", "contrast", "saturation", "hue", "sigma")
 CROP_ATTEMPTS = 10  # torchvision's RandomResizedCrop tries 10 boxes before its central fallback
 
 

@@ -6,6 +6,7 @@ import gzip
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import urllib.request
 from pathlib import Path
@@ -79,8 +80,12 @@ def missing_idx_files(folder: Path) -> list[str]:
     return [name for name in IDX_FILES if find_idx_file(folder, name) is None]
 
 
-def locate_or_fetch_fashion_mnist(source_dir: str | None, cache_dir: str) -> Path:
-    """A folder holding the four IDX files: source_dir, else the cache, else apt, else HTTP."""
+def locate_or_fetch_fashion_mnist(source_dir: str | None, cache_dir: str, *, system_packages: bool = False) -> Path:
+    """A folder holding the four IDX files: source_dir, else the cache, else fetched into the cache.
+
+    Fetching tries HTTP; with `system_packages` (the explicit `python -m data_pipeline fetch`/`write` and a
+    run's first-time prepare step) it first tries the Debian package with apt-get, saying so on stderr.
+    """
     if source_dir is not None:
         folder = Path(source_dir).expanduser()
         if not folder.is_dir():
@@ -92,17 +97,27 @@ def locate_or_fetch_fashion_mnist(source_dir: str | None, cache_dir: str) -> Pat
     raw_dir = Path(cache_dir).expanduser() / "fashion-mnist" / "raw"
     if not missing_idx_files(raw_dir):
         return raw_dir
+    sources = [("HTTP " + URL_BASE, _fetch_from_http)]
+    if system_packages:
+        sources.insert(0, ("apt package " + DEBIAN_PACKAGE, _fetch_from_apt))
     failures = []
-    for name, fetch in (("apt package " + DEBIAN_PACKAGE, _fetch_from_apt), ("HTTP " + URL_BASE, _fetch_from_http)):
+    for name, fetch in sources:
         try:
             fetch(raw_dir)
-        except Exception as err:  # any failure just moves on to the next source; all are reported below
+        except Exception as err:  # noqa: BLE001 - any failure moves on to the next source; all are reported below
             failures.append(f"{name}: {err}")
             continue
         if not missing_idx_files(raw_dir):
             return raw_dir
         failures.append(f"{name}: still missing {', '.join(missing_idx_files(raw_dir))}")
+    if not system_packages:
+        failures.append(f"the Debian package {DEBIAN_PACKAGE} was not tried: `python -m data_pipeline fetch "
+                        "fashion-mnist` fetches it with apt-get")
     raise DataError(f"Fashion-MNIST is not in {raw_dir} and could not be fetched ({'; '.join(failures)}); {FIX_HINT}")
+
+
+def _say(message: str) -> None:
+    print(f"[data] {message}", file=sys.stderr, flush=True)
 
 
 def _install(src: Path, dest_dir: Path) -> None:
@@ -125,10 +140,13 @@ def _fetch_from_apt(raw_dir: Path) -> None:
     if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
         raise RuntimeError("apt-get/dpkg-deb not available")
     with tempfile.TemporaryDirectory() as tmp:
+        _say(f"fetching Fashion-MNIST into {raw_dir}: `apt-get download {DEBIAN_PACKAGE}` (the Debian package, "
+             "downloaded into a temporary folder and unpacked; nothing is installed)")
         try:
             _run(["apt-get", "download", DEBIAN_PACKAGE], tmp)
         except RuntimeError:
-            _run(["apt-get", "update"], tmp)  # a stale package index is the usual cause
+            _say("that failed; running `apt-get update` (a stale package index is the usual cause), then again")
+            _run(["apt-get", "update"], tmp)
             _run(["apt-get", "download", DEBIAN_PACKAGE], tmp)
         debs = list(Path(tmp).glob("*.deb"))
         if not debs:
@@ -153,7 +171,7 @@ def _fetch_from_http(raw_dir: Path) -> None:
             with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as response, open(tmp, "wb") as out:
                 shutil.copyfileobj(response, out)
             os.replace(tmp, raw_dir / f"{name}.gz")
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - any download failure: one line naming the URL, no partial file
             tmp.unlink(missing_ok=True)
             raise RuntimeError(f"{url}: {err}") from None
 

@@ -28,17 +28,22 @@ def _complete(split_dir: str, s3: S3Options | None) -> bool:
 
 def prepare_shards(dataset: str, out_dir: str | os.PathLike, source_dir: str | None, cache_dir: str,
                    samples_per_shard: int, *, progress: bool = True, s3: S3Options | None = None,
-                   splits: tuple[str, ...] = SPLITS) -> dict[str, str]:
-    """`out_dir/<split>` of `dataset` for each split, written unless all are already complete."""
+                   splits: tuple[str, ...] = SPLITS, system_packages: bool = False) -> dict[str, str]:
+    """`out_dir/<split>` of `dataset` for each split, written unless all are already complete.
+
+    `system_packages`: Fashion-MNIST may be fetched with apt-get (see `fashion_mnist.locate_or_fetch_fashion_mnist`).
+    """
     if dataset == "fashion-mnist":
-        return prepare_fashion_mnist_shards(out_dir, source_dir, cache_dir, samples_per_shard, progress=progress, s3=s3)
+        return prepare_fashion_mnist_shards(out_dir, source_dir, cache_dir, samples_per_shard, progress=progress, s3=s3,
+                                            system_packages=system_packages)
     base = os.fspath(out_dir) if storage.is_remote(out_dir) else str(storage.local_path(out_dir))
     dirs = {split: storage.join(base, split) for split in splits}
     if all(_complete(d, s3) for d in dirs.values()):
         return dirs
     if source_dir is None:
-        raise DataError(f"no complete {dataset} shard sets under {base}; write them with `python -m data_pipeline write "
-                        f"{dataset} --source-dir RAW --out {base}` or set data.source_dir to the raw dataset's folder")
+        raise DataError(f"no complete {dataset} shard sets under {base}; write them with `python -m data_pipeline "
+                        f"write {dataset} --source-dir RAW --out {base}` or set data.source_dir to the raw dataset's "
+                        "folder")
     write_dataset(dataset, source_dir, base, splits=splits, samples_per_shard=samples_per_shard, progress=progress,
                   s3=s3)
     return dirs
@@ -46,7 +51,8 @@ def prepare_shards(dataset: str, out_dir: str | os.PathLike, source_dir: str | N
 
 def prepare_fashion_mnist_shards(out_dir: str | os.PathLike, source_dir: str | None, cache_dir: str,
                                  samples_per_shard: int, limit: int | None = None, *,
-                                 progress: bool = True, s3: S3Options | None = None) -> dict[str, str]:
+                                 progress: bool = True, s3: S3Options | None = None,
+                                 system_packages: bool = False) -> dict[str, str]:
     """Write `out_dir/train` and `out_dir/val` shard sets (local or s3://); nothing if both are complete.
 
     `limit` keeps only the first N samples of each split (small sets for tests).
@@ -55,7 +61,7 @@ def prepare_fashion_mnist_shards(out_dir: str | os.PathLike, source_dir: str | N
     dirs = {split: storage.join(base, split) for split in SPLITS}
     if all(_complete(d, s3) for d in dirs.values()):
         return dirs
-    raw_dir = fashion_mnist.locate_or_fetch_fashion_mnist(source_dir, cache_dir)
+    raw_dir = fashion_mnist.locate_or_fetch_fashion_mnist(source_dir, cache_dir, system_packages=system_packages)
     for split, split_dir in dirs.items():
         write_split(raw_dir, split, split_dir, samples_per_shard, limit, progress=progress, s3=s3)
     return dirs

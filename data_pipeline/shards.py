@@ -171,7 +171,8 @@ def _sha256(path: str | os.PathLike) -> str:
 def _checked_info(images: np.ndarray, labels: np.ndarray, dataset_info: dict) -> dict:
     """dataset_info completed with the image geometry, which must agree with the array."""
     if images.dtype != np.uint8 or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[3] not in (1, 3)):
-        raise DataError(f"write_shards needs uint8 images (N, H, W) or (N, H, W, 1|3), got {images.dtype} {images.shape}")
+        raise DataError(f"write_shards needs uint8 images (N, H, W) or (N, H, W, 1|3), got {images.dtype} "
+                        f"{images.shape}")
     if labels.shape != (len(images),):
         raise DataError(f"write_shards got {labels.shape} labels for {len(images)} images")
     geometry = {"channels": 1 if images.ndim == 3 else images.shape[3],
@@ -194,7 +195,8 @@ def write_shards(images: np.ndarray, labels: np.ndarray, out_dir: str | os.PathL
     info = _checked_info(images, labels, dataset_info)
     if images.ndim == 4 and images.shape[3] == 1:
         images = images[..., 0]  # PIL writes single-channel arrays as (H, W) grayscale
-    samples = ({"image.png": encode_png(image), "label.cls": encode_label(label)} for image, label in zip(images, labels))
+    samples = ({"image.png": encode_png(image), "label.cls": encode_label(label)}
+               for image, label in zip(images, labels))
     return write_samples(samples, len(images), out_dir, fields=dict(FIELDS), dataset_info=info,
                          samples_per_shard=samples_per_shard, dataset=dataset, split=split, progress=progress, s3=s3)
 

@@ -121,8 +121,13 @@ def _s3_client(options: S3Options):
 
 def _s3_error(err: Exception, url: str, options: S3Options, action: str) -> DataError:
     """Translate a boto3/botocore failure into one line: what, where, how to fix."""
-    from botocore.exceptions import (ClientError, EndpointConnectionError, NoCredentialsError,
-                                     ProfileNotFound, ConnectTimeoutError)
+    from botocore.exceptions import (
+        ClientError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        ProfileNotFound,
+    )
 
     where = f"{url} (endpoint {options.describe_endpoint()})"
     if isinstance(err, (EndpointConnectionError, ConnectTimeoutError)):
@@ -149,8 +154,7 @@ def _s3_error(err: Exception, url: str, options: S3Options, action: str) -> Data
 
 
 def _transient_stream_errors() -> tuple[type[BaseException], ...]:
-    from botocore.exceptions import (ConnectionClosedError, IncompleteReadError, ReadTimeoutError,
-                                     ResponseStreamingError)
+    from botocore.exceptions import ConnectionClosedError, IncompleteReadError, ReadTimeoutError, ResponseStreamingError
     from urllib3.exceptions import ProtocolError
 
     return (ConnectionError, ConnectionClosedError, IncompleteReadError, ReadTimeoutError, ResponseStreamingError,

@@ -197,7 +197,7 @@ def write_shards(s3_endpoint: str, url: str, cache_dir: str) -> None:
     with contextlib.suppress(ClientError):  # already there: fine
         boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=url.split("/")[2])
     prepare_fashion_mnist_shards(url, None, cache_dir, samples_per_shard=400, limit=1600, progress=False,
-                                 s3=S3Options(endpoint_url=s3_endpoint))
+                                 s3=S3Options(endpoint_url=s3_endpoint), system_packages=True)
 
 
 def checkpoint_files(s3_endpoint: str, run_url: str) -> list[str]:

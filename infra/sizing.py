@@ -3,7 +3,7 @@
     python infra/sizing.py                     # the tables in infra/README.md
     python infra/sizing.py --gpus 1 2 4 8 16   # other GPU counts
 
-Parameter counts come from the real model code (`trainer.train_loop.build_model` on the recipes in
+Parameter counts come from the real model code (`trainer.model.build_model` on the recipes in
 trainer/configs/) for the ResNet-18 recipes and the CPU convnet. Larger encoders (ResNet-50, ViT-B/16,
 ViT-L/16) are not built by this project: their encoder counts are the published ones, and the
 seq-JEPA parts around them (action embedding, aggregator, predictor, EMA target, probes) are built from
@@ -41,7 +41,7 @@ class PublishedEncoder(nn.Module):
 
 def recipe_model(recipe: str, action_dim: int, num_classes: int, channels: int = 3):
     from trainer.config import DEFAULT_CONFIG_PATH, load_config
-    from trainer.train_loop import build_model
+    from trainer.model import build_model
 
     config = load_config(DEFAULT_CONFIG_PATH.parent / f"{recipe}.yaml")
     return build_model(config, action_dim, channels), config, num_classes
@@ -64,7 +64,7 @@ def count(module: nn.Module | None) -> int:
 
 
 def fsdp2_units(model) -> list[int]:
-    """Exclusive parameter counts of the units trainer/parallel.py shards, in its order: encoder blocks, the
+    """Exclusive parameter counts of the units trainer/training/parallel.py shards, in its order: encoder blocks, the
     encoder, the same for the target, aggregator layers, the root."""
     from trainer.model import encoder_blocks
 
@@ -95,7 +95,7 @@ def state_bytes(model, probes: int, gpus: int, strategy: str) -> float:
     target = count(model.target_encoder)
     online = count(model) - target
     replicated = FP32 * probes * 4  # DDP: weights, gradients, 2 AdamW states
-    if gpus == 1:  # one worker: no wrapper at all (trainer/parallel.py)
+    if gpus == 1:  # one worker: no wrapper at all (trainer/training/parallel.py)
         return FP32 * (online * 4 + target) + replicated
     if strategy == "ddp":  # + the gradient buckets (gradient_as_bucket_view is off by default)
         return FP32 * (online * 5 + target) + replicated
@@ -144,7 +144,7 @@ CASES = [  # name, how to build it, action dim, classes, image side (None: not m
 
 
 def probe_params(model, action_dim: int, classes: int, hidden: int) -> int:
-    from trainer.probes import OnlineProbes
+    from trainer.training.probes import OnlineProbes
 
     with torch.device("meta"):
         return count(OnlineProbes(model.feature_dim, model.token_dim, action_dim, classes, hidden))

@@ -56,7 +56,8 @@ def make_3diebench_like(root: Path, objects: int) -> None:
             a, b, c = rng.uniform(2, 12, 3)  # smooth patterns: JPEG sizes like real renders, not like noise
             image = np.stack([np.sin(a * x + b * y), np.cos(b * x - c * y), np.sin(c * (x + y))], -1)
             Image.fromarray(((image + 1) * 127.5).astype(np.uint8)).save(folder / f"image_{k}.jpg", quality=90)
-            np.save(folder / f"latent_{k}.npy", np.concatenate([rng.uniform(-np.pi / 2, np.pi / 2, 3), rng.uniform(0, 1, 4)]))
+            latents = np.concatenate([rng.uniform(-np.pi / 2, np.pi / 2, 3), rng.uniform(0, 1, 4)])
+            np.save(folder / f"latent_{k}.npy", latents)
     np.save(root / "train_images.npy", np.array(names))
     np.save(root / "train_labels.npy", np.arange(objects) % 5)
 
@@ -96,23 +97,19 @@ def loader_rate(location: str, composer, workers: int, batches: int, s3: S3Optio
 
 
 def training_appetite(steps: int = 6) -> float:
-    """Sequences/s one training worker consumes at the 3DIEBench setting (full step, fp32)."""
+    """Sequences/s one training worker consumes at the 3DIEBench setting (the trainer's full step, fp32)."""
     from trainer.config import Config
-    from trainer.ema import ema_update_
-    from trainer.train_loop import build_model
+    from trainer.training.setup import build_train_state
+    from trainer.training.step import synthetic_batch, train_step
 
     torch.set_num_threads(2)
-    model = build_model(Config(), action_dim=4, in_channels=3)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    obs, target, actions = torch.randn(32, 3, 3, SIDE, SIDE), torch.randn(32, 3, SIDE, SIDE), torch.randn(32, 3, 4)
+    device = torch.device("cpu")
+    state = build_train_state(Config(), device, action_dim=4, channels=3, num_classes=55)
+    data = synthetic_batch(32, 4, 3, SIDE, 4, 55, device)
     times = []
     for _ in range(steps + 2):
         t0 = time.perf_counter()
-        out = model(obs, target, actions)
-        optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        optimizer.step()
-        ema_update_(model.target_encoder, model.encoder, 0.996)
+        train_step(state, data, 1e-4, 0.996, None, bf16=False)
         times.append(time.perf_counter() - t0)
     return 32 / statistics.median(times[2:])
 
@@ -121,7 +118,8 @@ def start_s3() -> tuple[subprocess.Popen, str]:
     with __import__("socket").socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"})
+    os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+                       "AWS_DEFAULT_REGION": "us-east-1"})
     server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -149,7 +147,7 @@ def main() -> None:
         write_dataset("3diebench", tmp / "raw", str(tmp / "shards"), splits=("train",), samples_per_shard=25,
                       progress=False, image_size=SIDE)
         fashion = prepare_fashion_mnist_shards(tmp / "fm", None, "~/seq-jepa/data/cache", 2000, limit=8000,
-                                               progress=False)["train"]
+                                               progress=False, system_packages=True)["train"]
         print(f"data sets ready in {time.perf_counter() - t0:.0f} s")
         server, endpoint = start_s3()
         try:

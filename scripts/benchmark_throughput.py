@@ -3,7 +3,7 @@
     python scripts/benchmark_throughput.py            # all three parts, prints a table (~3 min)
     python scripts/benchmark_throughput.py --only model
 
-1. `model`: one seq-JEPA step (ResNet-18 CIFAR stem, 32 px, M=3, batch 32, one process, 2 threads),
+1. `model`: the trainer's seq-JEPA step (ResNet-18 CIFAR stem, 32 px, M=3, batch 32, one process, 2 threads),
    fp32 and bf16 autocast, each with and without `train.channels_last`, on synthetic tensors: pure
    compute, comparable to the authors' 15 seq/s (26 with bf16) measured on a 2-core AVX512-BF16 machine.
    On a CPU without native bf16, bf16 is emulated and measured over 2 steps only.
@@ -28,35 +28,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from trainer.config import load_config  # noqa: E402
-from trainer.precision import cpu_has_native_bf16, resolve_precision  # noqa: E402
+from trainer.training.precision import cpu_has_native_bf16, resolve_precision  # noqa: E402
 
 CPUS = os.cpu_count() or 1  # every setting gets the whole machine, split evenly between its workers
 
 
-def _parts(config, loader, device=torch.device("cpu")):
-    from trainer.data import normalisation
-    from trainer.optim import build_optimizer
-    from trainer.probes import OnlineProbes
-    from trainer.train_loop import Parts, build_model
-
-    model = build_model(config, loader.action_dim, loader.channels)
-    probes = OnlineProbes(model.encoder.out_dim, model.token_dim, loader.action_dim, loader.num_classes,
-                          config.probe.hidden)
-    return Parts(model, build_optimizer(model, config.optim), probes, torch.optim.Adam(probes.parameters()),
-                 device, *normalisation(loader, device), resolve_precision(config.train.precision, device)[0] == "bf16")
-
-
 def bench_plain_loop(overrides: list[str], steps: int, warmup: int = 5) -> dict:
-    """Default config, 1 worker, no Ray: what one training process sustains."""
-    from trainer.data import build_loader
+    """Default config, 1 worker, no Ray: what one training process sustains (the trainer's own step)."""
+    from trainer.data import build_loader, normalisation, to_device
     from trainer.launch import ensure_dataset, resolve_paths
-    from trainer.train_loop import train_step
+    from trainer.training.setup import train_state_for
+    from trainer.training.step import train_step
 
     config = resolve_paths(load_config(None, overrides + ["scaling.num_workers=1", f"scaling.cpus_per_worker={CPUS}"]))
     ensure_dataset(config)
     torch.set_num_threads(config.scaling.torch_threads or int(config.scaling.cpus_per_worker))
+    device = torch.device("cpu")
     loader = build_loader(config, "train", 0, 1)
-    parts = _parts(config, loader)
+    state, normalise = train_state_for(config, loader, device), normalisation(loader, device)
+    bf16 = resolve_precision(config.train.precision, device)[0] == "bf16"
     loader.set_epoch(0)
     batches = iter(loader)
     wait = compute = 0.0
@@ -64,7 +54,7 @@ def bench_plain_loop(overrides: list[str], steps: int, warmup: int = 5) -> dict:
         t0 = time.perf_counter()
         batch = next(batches)
         t1 = time.perf_counter()
-        train_step(parts, batch, 1e-4, 0.996, None)
+        train_step(state, to_device(batch, device, *normalise), 1e-4, 0.996, None, bf16)
         t2 = time.perf_counter()
         if i >= warmup:
             wait, compute = wait + t1 - t0, compute + t2 - t1
@@ -95,30 +85,22 @@ def bench_ray(overrides: list[str], workers: int, steps: int) -> dict:
 
 def bench_model_step(precision: str, channels_last: bool = False, steps: int = 10, warmup: int = 3,
                      batch: int = 32, seq_len: int = 3) -> float:
-    """Median sequences/s of one full step (forward, backward, AdamW, EMA) at the paper's CIFAR setting."""
+    """Median sequences/s of the trainer's full step (forward, backward, AdamW, EMA, probes) at the paper's CIFAR
+    setting, on a synthetic batch."""
     from trainer.config import Config
-    from trainer.ema import ema_update_
-    from trainer.train_loop import build_model
+    from trainer.training.setup import build_train_state
+    from trainer.training.step import synthetic_batch, train_step
 
     torch.set_num_threads(2)
-    torch.manual_seed(0)
     config = Config()  # the schema's defaults are the paper's (ResNet-18, 3 layers, 4 heads, ...)
     config.model.cifar_stem, config.train.channels_last = True, channels_last
-    model = build_model(config, action_dim=9, in_channels=3)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    obs = torch.randn(batch, seq_len, 3, 32, 32)
-    target = torch.randn(batch, 3, 32, 32)
-    actions = torch.randn(batch, seq_len, 9)
-    amp = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+    device = torch.device("cpu")
+    state = build_train_state(config, device, action_dim=9, channels=3, num_classes=100)
+    data = synthetic_batch(batch, seq_len + 1, 3, 32, 9, 100, device)
     times = []
     for i in range(warmup + steps):
         t0 = time.perf_counter()
-        with amp:
-            out = model(obs, target, actions)
-        optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        optimizer.step()
-        ema_update_(model.target_encoder, model.encoder, 0.996)
+        train_step(state, data, 1e-4, 0.996, None, bf16=precision == "bf16")
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     return batch / statistics.median(times)

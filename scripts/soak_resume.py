@@ -44,7 +44,8 @@ def overrides(args, work: Path, shards: Path, name: str) -> list[str]:
             "model.seq_len=2", "model.action_proj_dim=16", "model.num_layers=1", "model.pred_hidden=64",
             "probe.hidden=32", "probe.val_batches=2", f"train.epochs={args.epochs}",
             f"train.steps_per_epoch={args.steps_per_epoch}", "train.log_every_steps=1",
-            f"train.checkpoint_every_steps={args.checkpoint_every_steps}", f"train.sample_log={work / 'samples' / name}",
+            f"train.checkpoint_every_steps={args.checkpoint_every_steps}",
+            f"train.sample_log={work / 'samples' / name}",
             f"run.storage_path={work / 'runs'}", f"run.name={name}", f"run.max_failures={args.cycles + 2}",
             f"tracking.tracking_uri=sqlite:///{work / 'mlflow.db'}", "tracking.log_model=false"]
 
@@ -56,7 +57,7 @@ def start_training(args, work, shards, name, env) -> subprocess.Popen:
 
 
 def trained_steps(work: Path, name: str) -> int:
-    from trainer.sample_log import read_sample_log
+    from trainer.training.sample_log import read_sample_log
 
     folder = work / "samples" / name
     return max((step for _, step in read_sample_log(folder)), default=0) if folder.exists() else 0
@@ -75,7 +76,7 @@ def kill_a_worker(rng: random.Random) -> int | None:
 
 
 def samples_per_epoch(work: Path, name: str) -> dict[int, collections.Counter]:
-    from trainer.sample_log import read_sample_log
+    from trainer.training.sample_log import read_sample_log
 
     counts: dict[int, collections.Counter] = collections.defaultdict(collections.Counter)
     for epoch, keys in read_sample_log(work / "samples" / name).values():
@@ -87,7 +88,7 @@ def final_state(work: Path, name: str) -> dict:
     import torch
     from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
-    from trainer.checkpoint import checkpoints_of_run
+    from trainer.checkpointing.run_folders import checkpoints_of_run
 
     out = work / f"{name}.pt"
     dcp_to_torch_save(checkpoints_of_run(work / "runs" / name)[-1], out)
@@ -112,7 +113,7 @@ def main() -> int:
     shards = work / "shards"
     if not (shards / "train" / "manifest.json").exists():
         prepare_fashion_mnist_shards(shards, None, str(Path("~/seq-jepa/data/cache").expanduser()),
-                                     samples_per_shard=400, limit=1600)
+                                     samples_per_shard=400, limit=1600, system_packages=True)
     ray.init(num_cpus=2, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
            "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}

@@ -68,7 +68,7 @@ class Run:
 
 
 def _to_run(mlflow_run) -> Run:
-    from sweeps.trial import PARAMS_TAG
+    from trainer.tracking import PARAMS_TAG
 
     tags = mlflow_run.data.tags
     name = tags.get("mlflow.runName", mlflow_run.info.run_id)
@@ -110,7 +110,7 @@ def experiment_runs(uri: str, experiment: str) -> list[Run]:
 def find_sweep(uri: str, experiment: str, name: str) -> str:
     from mlflow.tracking import MlflowClient
 
-    from sweeps.trial import ROLE_TAG, SWEEP_TAG
+    from trainer.tracking import ROLE_TAG, SWEEP_TAG
 
     found = MlflowClient(uri).get_experiment_by_name(experiment)
     runs = [] if found is None else _search(uri, [found.experiment_id],

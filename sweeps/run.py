@@ -43,8 +43,7 @@ def open_parent_run(spec, base_config, uri: str) -> tuple[str, bool]:
     """The sweep's MLflow parent run (continued when the sweep resumes), with the sweep file attached."""
     import yaml
 
-    from sweeps.trial import ROLE_TAG, SWEEP_TAG
-    from trainer.tracking import log_params, log_text, open_run
+    from trainer.tracking import ROLE_TAG, SWEEP_TAG, log_params, log_text, open_run
 
     run_id, resumed = open_run(uri, spec.experiment, spec.name, tags={SWEEP_TAG: spec.name, ROLE_TAG: "sweep",
                                                                       "dataset": base_config.data.dataset})

@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from trainer.config import DEFAULT_CONFIG_PATH, Config, load_config, read_yaml_mapping, set_nested
+from trainer.config import DEFAULT_CONFIG_PATH, Config, build_dataclass, load_config, read_yaml_mapping, set_nested
 from trainer.errors import ConfigError
 
 DOMAINS = ("grid", "choice", "uniform", "loguniform", "randint")
@@ -162,18 +162,8 @@ def _merge(base: dict, top: dict) -> dict:
 
 
 def _section(cls: type, value: Any, key: str):
-    if value is None:
-        return cls()
-    if not isinstance(value, dict):
-        raise ConfigError(f"sweep key '{key}' must be a mapping, got {value!r}")
-    names = [f.name for f in dataclasses.fields(cls)]
-    for name in value:
-        if name not in names:
-            raise ConfigError(f"unknown sweep key '{key}.{name}'; allowed: {', '.join(names)}")
-    try:
-        return cls(**value)
-    except TypeError as err:
-        raise ConfigError(f"sweep key '{key}': {err}") from None
+    """A sweep section (base, scheduler, resources, evaluate) through the run config's own coercion."""
+    return build_dataclass(cls, {} if value is None else value, f"{key}.", kind="sweep")
 
 
 def _domain(key: str, value: Any) -> Domain:
@@ -250,12 +240,11 @@ def _check(spec: SweepSpec) -> None:
             raise ConfigError("scheduler asha needs grace_period >= 1, max_t >= grace_period, reduction_factor > 1")
     if spec.metric is not None and spec.metric.startswith("eval/") and not spec.evaluate.enabled:
         raise ConfigError(f"metric {spec.metric!r} comes from the offline evaluation, but evaluate.enabled is false")
-    if not (isinstance(r.trial_cpus, (int, float)) and r.trial_cpus > 0):
+    if not r.trial_cpus > 0:
         raise ConfigError(f"resources.trial_cpus must be > 0 (Ray cannot place a trial that asks for no CPU at all), "
                           f"got {r.trial_cpus!r}")
     for key, section in (("base", spec.base), ("evaluate", spec.evaluate)):
-        if not isinstance(section.overrides, list) or not all(isinstance(o, str) and "=" in o
-                                                              for o in section.overrides):
+        if not all("=" in o for o in section.overrides):
             raise ConfigError(f"sweep key '{key}.overrides' must be a list of 'key=value' strings, "
                               f"got {section.overrides!r}")
 
@@ -275,8 +264,8 @@ def check_against_config(spec: SweepSpec) -> None:
             except ConfigError as err:
                 raise ConfigError(f"search_space.{key} value {value!r}: {err}") from None
     if spec.evaluate.enabled:
-        from trainer.evaluate import OVERRIDABLE
         from trainer.config import config_from_dict, to_dict
+        from trainer.evaluate import OVERRIDABLE
 
         config_from_dict(to_dict(base), spec.evaluate.overrides, allowed_sections=OVERRIDABLE)
 

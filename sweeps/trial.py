@@ -19,13 +19,8 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from sweeps.spec import SweepSpec
 from trainer.config import Config, config_from_dict, load_config, to_dict
 from trainer.launch import build_trainer, ensure_dataset, resolve_paths
-from trainer.tracking import finish_run, start_or_resume_run
+from trainer.tracking import PARAMS_TAG, PARENT_TAG, SWEEP_TAG, TRIAL_TAG, finish_run, start_or_resume_run
 
-PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests the child under its parent run
-SWEEP_TAG = "seq_jepa.sweep"
-TRIAL_TAG = "seq_jepa.trial_id"
-PARAMS_TAG = "seq_jepa.trial_params"  # the trial's swept values, short, for labels in the report
-ROLE_TAG = "seq_jepa.role"  # "sweep" on a sweep's parent run
 # In a trial's last Tune result. Tune's own `done` is not enough: it is added to the last result in
 # place when the function returns, and an experiment snapshot taken between that result and the
 # return keeps a cached copy without it, so a restored sweep can see a finished trial as unfinished.

@@ -35,7 +35,8 @@ def fashion_mnist_shards(tmp_path_factory) -> Path:
     from data_pipeline import prepare_fashion_mnist_shards
 
     out = tmp_path_factory.mktemp("shards") / "fashion-mnist"
-    prepare_fashion_mnist_shards(out, None, str(DATA_CACHE), samples_per_shard=400, limit=1600)
+    prepare_fashion_mnist_shards(out, None, str(DATA_CACHE), samples_per_shard=400, limit=1600,
+                                 system_packages=True)
     return out
 
 
@@ -66,6 +67,27 @@ def tiny_overrides(shards: Path, storage: Path, mlflow_uri: str, name: str) -> l
     ]
 
 
+# What every training run logs to MLflow (online probes, loss, throughput, collapse monitor).
+PROBE_METRICS = ["inv/acc_agg", "inv/acc_enc", "equi/r2_enc", "equi/r2_agg", "equi/r2_enc/rotation",
+                 "train/loss", "train/samples_per_s", "train/data_wait_frac", "train/eff_rank_enc"]
+
+
+def the_run(uri: str, name: str):
+    """(client, run) of the one MLflow run named `name` in the seq-jepa experiment."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("seq-jepa").experiment_id],
+                              filter_string=f"tags.`seq_jepa.run_name` = '{name}'")
+    assert len(runs) == 1, f"expected one MLflow run named {name}, found {len(runs)}"
+    return client, runs[0]
+
+
+def run_checkpoints(storage: Path, name: str) -> list[Path]:
+    """The checkpoint folders of run `name` under `storage`, oldest first."""
+    return sorted(p for p in (storage / name).glob("checkpoint_*") if p.is_dir())
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -87,7 +109,7 @@ def s3_endpoint(tmp_path_factory) -> str:
             break
         except OSError:
             if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the moto S3 server did not start; see {log.name}")
+                raise RuntimeError(f"the moto S3 server did not start; see {log.name}") from None
             time.sleep(0.2)
     yield url
     server.terminate()

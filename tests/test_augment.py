@@ -12,9 +12,18 @@ import torch
 from PIL import Image, ImageEnhance
 
 from data_pipeline import augment_ops as ops
-from data_pipeline.augment import (ObservationPipeline, TargetPipeline, ViewParams, action_groups,
-                                   apply_view_params, blur_kernel_size, compose_batch, raw_actions,
-                                   sample_crop_boxes, sample_view_params)
+from data_pipeline.augment import (
+    ObservationPipeline,
+    TargetPipeline,
+    ViewParams,
+    action_groups,
+    apply_view_params,
+    blur_kernel_size,
+    compose_batch,
+    raw_actions,
+    sample_crop_boxes,
+    sample_view_params,
+)
 from data_pipeline.errors import DataError
 
 PLAIN = ObservationPipeline(flip_p=0.0, jitter_p=0.0, grayscale_p=0.0, blur_p=0.0)  # crop only
@@ -122,7 +131,7 @@ def test_hue_shift_of_zero_is_identity():
 def test_hue_shift_matches_colorsys():
     image = random_images(1, size=8)
     ours = hwc_uint8(ops.adjust_hue(nchw_float(image), torch.tensor([0.07])))[0]
-    for (y, x), rgb in np.ndenumerate(image[0, :, :, 0]):
+    for (y, x), _ in np.ndenumerate(image[0, :, :, 0]):
         h, s, v = colorsys.rgb_to_hsv(*(image[0, y, x] / 255))
         expected = np.round(np.array(colorsys.hsv_to_rgb((h + 0.07) % 1.0, s, v)) * 255)
         assert_close_uint8(ours[y, x], expected, tolerance=1)
@@ -314,7 +323,8 @@ def test_views_show_the_crop_their_actions_describe():
         i, j, h, w = boxes[b, v].tolist()
         expected = np.asarray(Image.fromarray(images[b]).crop((j, i, j + w, i + h)).resize((32, 32), Image.BICUBIC))
         view = batch["views"][b, v].permute(1, 2, 0).numpy()
-        error = min(np.abs(view.astype(int) - candidate.astype(int)).max() for candidate in (expected, expected[:, ::-1]))
+        error = min(np.abs(view.astype(int) - candidate.astype(int)).max()
+                    for candidate in (expected, expected[:, ::-1]))
         assert error <= 2  # the flip is applied but not encoded, as in the original
 
 

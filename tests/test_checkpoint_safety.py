@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from tests.conftest import PROJECT_ROOT
-from trainer import checkpoint as ckpt
+from trainer.checkpointing import dcp as ckpt
+from trainer.checkpointing.run_folders import is_complete, latest_checkpoint
 from trainer.errors import CheckpointError
 
 warnings.filterwarnings("ignore", message=".*in a single process.*")
@@ -26,23 +27,25 @@ def _parts(seed: int = 0):
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)
     model(torch.randn(3, 8)).sum().backward()
     optimizer.step()
-    return {"model": (model, optimizer)}
+    return ckpt.ModuleState(model, optimizer)
 
 
 STATE = {"epoch": 0, "step": 3, "world_size": 1}
 
 
 def _saved(tmp_path):
-    return ckpt.save_checkpoint(_parts(), STATE, {"torch_rng": torch.get_rng_state()}, parent=str(tmp_path))
+    return ckpt.write_checkpoint(_parts(), STATE, {"torch_rng": torch.get_rng_state()}, parent=str(tmp_path))
 
 
 def test_round_trip_restores_weights_optimizer_and_rank_state(tmp_path):
     folder = _saved(tmp_path)
-    assert ckpt.is_complete(folder)
+    assert is_complete(folder)
     fresh = _parts(seed=1)
-    assert ckpt.load_checkpoint(folder, fresh) == STATE
-    model, optimizer = fresh["model"]
-    original, original_optimizer = _parts()["model"]
+    ckpt.read_checkpoint(folder, fresh)
+    assert ckpt.read_trainer_state(folder) == {"format": ckpt.FORMAT, **STATE}
+    model, optimizer = fresh.module, fresh.optimizer
+    reference = _parts()
+    original, original_optimizer = reference.module, reference.optimizer
     for a, b in zip(model.state_dict().values(), original.state_dict().values()):
         assert torch.equal(a, b)
     assert optimizer.state_dict()["param_groups"][0]["lr"] == 0.01  # a non-tensor value, read with weights_only
@@ -54,12 +57,12 @@ def test_round_trip_restores_weights_optimizer_and_rank_state(tmp_path):
 def test_a_checkpoint_missing_a_rank_file_is_incomplete_and_skipped(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    older = ckpt.save_checkpoint(_parts(), STATE, {}, parent=str(run))
-    newer = ckpt.save_checkpoint(_parts(), STATE, {}, parent=str(run))
+    older = ckpt.write_checkpoint(_parts(), STATE, {}, parent=str(run))
+    newer = ckpt.write_checkpoint(_parts(), STATE, {}, parent=str(run))
     older, newer = older.rename(run / "checkpoint_1"), newer.rename(run / "checkpoint_2")
     (newer / ckpt.rank_state_file(0)).unlink()  # as if an upload stopped half-way
-    assert not ckpt.is_complete(newer)
-    assert ckpt.latest_checkpoint(run) == older
+    assert not is_complete(newer)
+    assert latest_checkpoint(run) == older
 
 
 def test_a_damaged_checkpoint_is_one_error_naming_it(tmp_path):
@@ -67,10 +70,18 @@ def test_a_damaged_checkpoint_is_one_error_naming_it(tmp_path):
     shard = next(folder.glob("*.distcp"))
     shard.write_bytes(shard.read_bytes()[:40])
     with pytest.raises(CheckpointError, match=f"checkpoint {folder} is unreadable"):
-        ckpt.load_checkpoint(folder, _parts())
+        ckpt.read_checkpoint(folder, _parts())
     (folder / ckpt.TRAINER_STATE_FILE).write_text("{not json")
     with pytest.raises(CheckpointError, match="trainer_state.json is unreadable"):
-        ckpt.load_checkpoint(folder, _parts())
+        ckpt.read_trainer_state(folder)
+
+
+def test_a_checkpoint_of_another_format_is_refused_in_one_line(tmp_path):
+    folder = _saved(tmp_path)
+    (folder / ckpt.TRAINER_STATE_FILE).write_text('{"epoch": 0, "step": 3, "world_size": 1}')  # before formats
+    with pytest.raises(CheckpointError, match=f"checkpoint {folder} has format 1, but this version of seq-jepa reads "
+                                              f"format {ckpt.FORMAT} only"):
+        ckpt.read_trainer_state(folder)
 
 
 class _Payload:
@@ -88,7 +99,7 @@ def test_crafted_metadata_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "pwned"
     (folder / ".metadata").write_bytes(pickle.dumps(_Payload(marker)))
     with pytest.raises(CheckpointError, match="refusing to load it"):
-        ckpt.load_checkpoint(folder, _parts())
+        ckpt.read_checkpoint(folder, _parts())
     assert not marker.exists()
 
 
@@ -109,13 +120,13 @@ def test_a_full_disk_is_one_error_and_leaves_no_partial_checkpoint(tmp_path):
         import sys, warnings
         import torch
         from torch import nn
-        from trainer import checkpoint as ckpt
+        from trainer.checkpointing import dcp as ckpt
         from trainer.errors import CheckpointError
         warnings.filterwarnings("ignore")
         model = nn.Linear(256, 256)  # 257 KiB of weights
         try:
-            ckpt.save_checkpoint({{"m": (model, torch.optim.SGD(model.parameters(), lr=0.1))}}, {{"step": 7}}, {{}},
-                                 parent="{disk}")
+            ckpt.write_checkpoint(ckpt.ModuleState(model, torch.optim.SGD(model.parameters(), lr=0.1)), {{"step": 7}},
+                                  {{}}, parent="{disk}")
         except CheckpointError as err:
             print("error:", err)
         import os

@@ -7,8 +7,7 @@ from __future__ import annotations
 import pytest
 
 from infra.dry_run import dry_run
-from tests.conftest import DATA_CACHE
-from tests.test_train_integration import PROBE_METRICS
+from tests.conftest import DATA_CACHE, PROBE_METRICS
 
 pytestmark = pytest.mark.integration
 

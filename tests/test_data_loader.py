@@ -232,7 +232,8 @@ def test_missing_shard_file_is_named(tmp_path):
 
 def test_too_few_shards_for_ranks_and_workers_is_clear_error(tmp_path):
     shards = make_shards(tmp_path / "s", [4, 4, 4])
-    with pytest.raises(DataError, match=r"has 3 shards but 2 ranks x 2 loader workers need at least 4.*samples_per_shard"):
+    with pytest.raises(DataError,
+                       match=r"has 3 shards but 2 ranks x 2 loader workers need at least 4.*samples_per_shard"):
         loader(shards, world_size=2, num_workers=2)
 
 

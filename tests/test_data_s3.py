@@ -13,8 +13,16 @@ import numpy as np
 import pytest
 from botocore.exceptions import ConnectionClosedError
 
-from data_pipeline import (ActionSpace, DataError, S3Options, build_sequence_loader, read_manifest,
-                           upload_shard_set, verify_shards, write_shards)
+from data_pipeline import (
+    ActionSpace,
+    DataError,
+    S3Options,
+    build_sequence_loader,
+    read_manifest,
+    upload_shard_set,
+    verify_shards,
+    write_shards,
+)
 from data_pipeline.sources.affine import AffineComposer
 from data_pipeline.storage import S3Store, expand_urls
 from tests.conftest import PROJECT_ROOT, free_port, same_batch
@@ -42,7 +50,8 @@ def test_write_to_s3_uploads_shards_then_manifest_and_reads_back(s3_endpoint, s3
     s3 = S3Options(endpoint_url=s3_endpoint)
     url = f"s3://{s3_bucket}/fm/train"
     manifest = write_shards(*_data(), url, samples_per_shard=10, dataset_info=INFO, progress=False, s3=s3)
-    assert _keys(s3_endpoint, s3_bucket) == ["fm/train/manifest.json"] + [f"fm/train/shard-00000{i}.tar" for i in range(4)]
+    shards = [f"fm/train/shard-00000{i}.tar" for i in range(4)]
+    assert _keys(s3_endpoint, s3_bucket) == ["fm/train/manifest.json"] + shards
     assert read_manifest(url, s3) == manifest
     assert verify_shards(url, s3) == manifest
 
@@ -108,7 +117,8 @@ def test_missing_bucket_manifest_and_shard_are_one_clear_line(s3_endpoint, s3_bu
         read_manifest(f"s3://{s3_bucket}/nothing-here", s3)
     write_shards(*_data(), f"s3://{s3_bucket}/set", samples_per_shard=10, dataset_info=INFO, progress=False, s3=s3)
     boto3.client("s3", endpoint_url=s3_endpoint).delete_object(Bucket=s3_bucket, Key="set/shard-000002.tar")
-    with pytest.raises(DataError, match=f"shard s3://{s3_bucket}/set/shard-000002.tar listed in the manifest is missing"):
+    missing = f"shard s3://{s3_bucket}/set/shard-000002.tar listed in the manifest is missing"
+    with pytest.raises(DataError, match=missing):
         list(_loader(f"s3://{s3_bucket}/set", s3))
 
 

@@ -66,7 +66,7 @@ def test_rewrite_replaces_set_and_leaves_no_temporary_folders(tmp_path):
 
 def test_interrupted_write_leaves_nothing(tmp_path):
     def samples_then_interrupt():
-        for i in range(25):  # two full shards are on disk when the interruption comes
+        for _ in range(25):  # two full shards are on disk when the interruption comes
             yield {"image.png": b"x", "label.cls": b"0"}
         raise KeyboardInterrupt
 

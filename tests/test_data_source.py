@@ -109,15 +109,24 @@ def _apt_fails(raw_dir):
 def test_fetch_falls_back_to_http(tmp_path, monkeypatch):
     monkeypatch.setattr(fm, "_fetch_from_apt", _apt_fails)
     monkeypatch.setattr(fm, "_fetch_from_http", lambda raw_dir: make_raw_dir(raw_dir))
-    raw = fm.locate_or_fetch_fashion_mnist(None, str(tmp_path))
+    raw = fm.locate_or_fetch_fashion_mnist(None, str(tmp_path), system_packages=True)
     assert raw == tmp_path / "fashion-mnist" / "raw" and not fm.missing_idx_files(raw)
+
+
+def test_without_system_packages_apt_is_never_run_and_the_error_says_how(tmp_path, monkeypatch):
+    tried = []
+    monkeypatch.setattr(fm, "_fetch_from_apt", lambda raw_dir: tried.append(raw_dir))
+    monkeypatch.setattr(fm, "URL_BASE", "http://127.0.0.1:9/")  # nothing listens on the discard port
+    with pytest.raises(DataError, match="was not tried: `python -m data_pipeline fetch fashion-mnist`"):
+        fm.locate_or_fetch_fashion_mnist(None, str(tmp_path))
+    assert tried == []
 
 
 def test_failed_fetch_names_every_attempt_and_leaves_no_partial_files(tmp_path, monkeypatch):
     monkeypatch.setattr(fm, "_fetch_from_apt", _apt_fails)
     monkeypatch.setattr(fm, "URL_BASE", "http://127.0.0.1:9/")  # nothing listens on the discard port
     with pytest.raises(DataError) as err:
-        fm.locate_or_fetch_fashion_mnist(None, str(tmp_path))
+        fm.locate_or_fetch_fashion_mnist(None, str(tmp_path), system_packages=True)
     message = str(err.value)
     assert "apt package dataset-fashion-mnist: apt-get/dpkg-deb not available" in message
     assert "HTTP http://127.0.0.1:9/" in message and "data.source_dir" in message

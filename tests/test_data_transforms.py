@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from data_pipeline import ACTION_DIM, ACTION_GROUPS, ActionSpace, DataError
-from data_pipeline.transforms import (absolute_actions, pad_to_canvas, relative_actions, render_views,
-                                      sample_params)
+from data_pipeline.transforms import absolute_actions, pad_to_canvas, relative_actions, render_views, sample_params
 
 IDENTITY = ActionSpace(rotation_deg=0, scale_min=1, scale_max=1, translate=0, brightness=0, contrast=0)
 
@@ -103,7 +102,8 @@ def test_relative_action_of_consecutive_views():
     rel = relative_actions(p)
     assert rel.shape == (4, 2, ACTION_DIM)
     j, k = p[:, 1], p[:, 2]  # rel[:, 1] is view 1 -> view 2
-    expected = torch.cat([torch.stack([(k[:, 0] - j[:, 0]).cos(), (k[:, 0] - j[:, 0]).sin()], -1), k[:, 1:] - j[:, 1:]], -1)
+    angle = k[:, 0] - j[:, 0]
+    expected = torch.cat([torch.stack([angle.cos(), angle.sin()], -1), k[:, 1:] - j[:, 1:]], -1)
     assert torch.allclose(rel[:, 1], expected, atol=1e-6)
 
 

@@ -12,10 +12,10 @@ from tests.test_source_3diebench import SYNSETS, write_object
 from tests.test_source_cifar import cifar_rows, dump, write_tinyimagenet
 from tests.test_source_pls import write_imagenet, write_stl10
 from trainer.config import load_config
-from trainer.data import build_loader, normalisation, to_model_inputs
+from trainer.data import build_loader, normalisation, to_device
 from trainer.launch import ensure_dataset
-from trainer.probes import OnlineProbes, probe_features, probe_loss
-from trainer.train_loop import build_model
+from trainer.model import build_model
+from trainer.training.probes import OnlineProbes, probe_features, probe_loss
 
 
 def _cifar100(root):
@@ -74,8 +74,8 @@ def test_raw_files_to_shards_to_a_training_step(dataset, tmp_path):
     assert batch["rel_actions"].shape == (2, 2, loader.action_dim)
 
     model = build_model(config, loader.action_dim, loader.channels)
-    obs, target, rel_actions = to_model_inputs(batch, torch.device("cpu"), *normalisation(loader, torch.device("cpu")))
-    out = model(obs, target, rel_actions)
+    views = to_device(batch, torch.device("cpu"), *normalisation(loader, torch.device("cpu")))["views"]
+    out = model(views[:, :-1], views[:, -1], batch["rel_actions"])
     out.loss.backward()
     assert torch.isfinite(out.loss) and model.encoder.blocks[0][0].weight.grad is not None
 
@@ -91,7 +91,8 @@ def test_stl10_trains_on_its_unlabeled_split_and_the_probes_skip_its_missing_lab
     batch = next(iter(loader))
     assert (batch["label"] == -1).all()  # the unlabeled split
     model = build_model(config, loader.action_dim, loader.channels)
-    out = model(*to_model_inputs(batch, torch.device("cpu"), *normalisation(loader, torch.device("cpu"))))
+    views = to_device(batch, torch.device("cpu"), *normalisation(loader, torch.device("cpu")))["views"]
+    out = model(views[:, :-1], views[:, -1], batch["rel_actions"])
     probes = OnlineProbes(model.encoder.out_dim, model.token_dim, loader.action_dim, loader.num_classes, 8)
     loss = out.loss + probe_loss(probes(probe_features(out)), batch["label"], batch["rel_actions"][:, 0])
     assert torch.isfinite(loss)
@@ -109,8 +110,7 @@ def test_shards_of_another_dataset_are_refused_before_training(tmp_path):
 @pytest.mark.integration
 def test_two_fsdp2_workers_train_on_3diebench_shards(ray_local, tmp_path, mlflow_uri):
     """RGB views, per-channel normalisation and quaternion actions through the whole Ray Train job."""
-    from tests.conftest import tiny_overrides
-    from tests.test_train_integration import PROBE_METRICS, _the_run
+    from tests.conftest import PROBE_METRICS, the_run, tiny_overrides
     from trainer.run import main
 
     raw, options = _3diebench(tmp_path / "raw", objects=18)
@@ -121,6 +121,6 @@ def test_two_fsdp2_workers_train_on_3diebench_shards(ray_local, tmp_path, mlflow
     assert main(overrides + ["data.dataset=3diebench", "data.latent_type=rotcolor", "data.batch_size=4",
                              "data.val_batch_size=4", "scaling.num_workers=2", "train.epochs=1",
                              "train.steps_per_epoch=2"]) == 0
-    _, run = _the_run(mlflow_uri, "3diebench-run")
+    _, run = the_run(mlflow_uri, "3diebench-run")
     for key in PROBE_METRICS + ["equi/r2_enc/color"]:
         assert key in run.data.metrics, f"{key} missing from MLflow"

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from trainer.ema import ema_decay_at, ema_update_
+from trainer.training.ema import ema_decay_at, ema_update_
 
 
 def test_ema_schedule_values():

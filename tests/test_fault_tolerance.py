@@ -19,11 +19,10 @@ import torch
 from mlflow.tracking import MlflowClient
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
-from tests.conftest import PROJECT_ROOT, tiny_overrides
-from tests.test_train_integration import _checkpoints, _the_run
-from trainer.checkpoint import read_trainer_state
+from tests.conftest import PROJECT_ROOT, run_checkpoints, the_run, tiny_overrides
+from trainer.checkpointing.dcp import read_trainer_state
 from trainer.run import main
-from trainer.sample_log import read_sample_log
+from trainer.training.sample_log import read_sample_log
 
 pytestmark = pytest.mark.integration
 
@@ -37,12 +36,12 @@ def _overrides(shards, tmp, mlflow_uri, name, *extra):
 
 
 def _losses(mlflow_uri, name) -> list[tuple[int, float]]:
-    client, run = _the_run(mlflow_uri, name)
+    client, run = the_run(mlflow_uri, name)
     return [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "train/loss")]
 
 
 def _final_state(tmp: Path, name: str) -> dict:
-    final = _checkpoints(tmp / "runs", name)[-1]
+    final = run_checkpoints(tmp / "runs", name)[-1]
     out = tmp / f"{name}.pt"
     dcp_to_torch_save(final, out)
     return torch.load(out, weights_only=False)
@@ -78,7 +77,7 @@ def _assert_matches_reference(reference, tmp, uri, name, exact_samples=True):
         ref_samples = read_sample_log(ref_tmp / "samples" / ref_name)
         assert read_sample_log(tmp / "samples" / name) == ref_samples, "a step trained on other samples"
     _assert_same_state(_final_state(tmp, name), _final_state(ref_tmp, ref_name))
-    _, run = _the_run(uri, name)
+    _, run = the_run(uri, name)
     assert run.info.status == "FINISHED"
 
 
@@ -96,7 +95,7 @@ def test_a_worker_killed_mid_epoch_is_replaced_and_the_run_ends_as_if_uninterrup
     assert len(samples) == 2 * STEPS
     assert "(epoch 1, step 8, 2 batches into the epoch)" in capfd.readouterr().out  # restored mid-epoch
     _assert_matches_reference(reference, tmp_path, uri, "killed")
-    assert read_trainer_state(_checkpoints(tmp_path / "runs", "killed")[-1])["step"] == STEPS
+    assert read_trainer_state(run_checkpoints(tmp_path / "runs", "killed")[-1])["step"] == STEPS
 
 
 def test_without_retries_the_killed_worker_fails_the_run_with_a_resumable_checkpoint(ray_local, fashion_mnist_shards,
@@ -106,9 +105,9 @@ def test_without_retries_the_killed_worker_fails_the_run_with_a_resumable_checkp
                            "faults.exit_at_step=5", "run.max_failures=0", "train.epochs=1")
     with pytest.raises(Exception, match="(?i)worker|actor|died|exit"):
         main(overrides)
-    _, run = _the_run(uri, "no-retry")
+    _, run = the_run(uri, "no-retry")
     assert run.info.status == "FAILED"
-    assert read_trainer_state(_checkpoints(tmp_path / "runs", "no-retry")[-1])["step"] == 4
+    assert read_trainer_state(run_checkpoints(tmp_path / "runs", "no-retry")[-1])["step"] == 4
 
 
 def _last_logged_step(uri: str, name: str) -> int:
@@ -145,9 +144,9 @@ def test_sigterm_to_the_driver_checkpoints_and_the_same_command_resumes(referenc
     (tmp_path / "first.log").write_text(output)
     assert process.returncode == 143, output[-3000:]
     assert "run the same command" in output
-    state = read_trainer_state(_checkpoints(tmp_path / "runs", "preempted")[-1])
+    state = read_trainer_state(run_checkpoints(tmp_path / "runs", "preempted")[-1])
     assert 2 <= state["step"] < STEPS, state
-    _, run = _the_run(uri, "preempted")
+    _, run = the_run(uri, "preempted")
     assert run.info.status == "KILLED"
 
     again = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -163,7 +162,7 @@ def test_resuming_on_fewer_workers_reshards_and_says_what_changed(ray_local, fas
     assert main(overrides + ["scaling.num_workers=1", "data.loader_workers=1"]) == 0
     assert "on 1 x 1: model and optimizer state are resharded" in capfd.readouterr().err
     assert [s for s, _ in _losses(uri, "reshard")] == list(range(1, STEPS + 1))
-    final = _checkpoints(tmp_path / "runs", "reshard")[-1]
+    final = run_checkpoints(tmp_path / "runs", "reshard")[-1]
     assert read_trainer_state(final)["world_size"] == 1 and read_trainer_state(final)["step"] == STEPS
 
 
@@ -177,14 +176,14 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous_one_and_none_readable_i
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     overrides = _overrides(fashion_mnist_shards, tmp_path, uri, "damaged", "train.checkpoint_every_steps=3")
     assert main(overrides + ["train.epochs=1"]) == 0  # checkpoints at steps 3 and 6
-    _damage(_checkpoints(tmp_path / "runs", "damaged")[-1])
+    _damage(run_checkpoints(tmp_path / "runs", "damaged")[-1])
     assert main(overrides) == 0
     out = capfd.readouterr()
     assert "is unreadable" in out.err and "trying the run's previous checkpoint" in out.err
     assert "(epoch 0, step 3, 3 batches into the epoch)" in out.out
     assert [s for s, _ in _losses(uri, "damaged")] == list(range(1, STEPS + 1))
 
-    for checkpoint in _checkpoints(tmp_path / "runs", "damaged"):
+    for checkpoint in run_checkpoints(tmp_path / "runs", "damaged"):
         _damage(checkpoint)
     assert main(overrides + ["train.epochs=3"]) == 2
     last = capfd.readouterr().err.strip().splitlines()[-1]

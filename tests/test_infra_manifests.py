@@ -67,7 +67,7 @@ def test_every_yaml_and_json_file_parses():
 def test_kubernetes_objects_pass_the_kubernetes_schema():
     native = [(name, doc) for name, doc in documents() if doc["kind"] not in ("RayCluster", "RayJob")]
     assert {doc["kind"] for _, doc in native} == {"Secret", "ServiceAccount", "PersistentVolumeClaim"}
-    for name, doc in native:
+    for _, doc in native:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
 

@@ -16,8 +16,7 @@ import time
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT, free_port, tiny_overrides
-from tests.test_train_integration import PROBE_METRICS, _checkpoints, _the_run
+from tests.conftest import PROBE_METRICS, PROJECT_ROOT, free_port, run_checkpoints, the_run, tiny_overrides
 
 pytestmark = pytest.mark.integration
 
@@ -72,8 +71,8 @@ def test_ray_job_submit_runs_the_training_job(ray_head, fashion_mnist_shards, tm
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "[seq-jepa] finished:" in done.stdout and "succeeded" in done.stdout
 
-    assert _checkpoints(tmp_path / "runs", name), "the submitted job wrote no checkpoint"
-    _, run = _the_run(mlflow_uri, name)
+    assert run_checkpoints(tmp_path / "runs", name), "the submitted job wrote no checkpoint"
+    _, run = the_run(mlflow_uri, name)
     assert run.info.status == "FINISHED"
     for key in PROBE_METRICS:
         assert key in run.data.metrics, f"{key} missing from MLflow"

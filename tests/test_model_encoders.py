@@ -37,6 +37,18 @@ def test_zero_init_residual():
         assert torch.all(block.bn2.bias == 0)
 
 
+def test_cifar_stem_conv_keeps_pytorch_default_init_like_the_authors_replacement():
+    """Their fresh nn.Conv2d(3, 64, 3, 1, 1): uniform in +-1/sqrt(fan_in), std ~0.111 for fan_in 27 (torchvision's
+    Kaiming-normal fan-out init of the other convs would give ~0.059)."""
+    torch.manual_seed(0)
+    stem = build_encoder("resnet18", in_channels=3, cifar_stem=True).conv1.weight
+    assert stem.shape == (64, 3, 3, 3)
+    bound = 27 ** -0.5
+    assert stem.abs().max() <= bound and abs(stem.std().item() - bound / 3 ** 0.5) < 0.01
+    standard = build_encoder("resnet18", in_channels=3).conv1.weight  # Kaiming normal, fan-out 64 x 7 x 7
+    assert abs(standard.std().item() - (2 / (64 * 49)) ** 0.5) < 0.002
+
+
 @pytest.mark.parametrize("cifar_stem,size", [(False, 64), (True, 16)])
 def test_resnet_outputs_512_features(cifar_stem, size):
     encoder = build_encoder("resnet18", in_channels=1, cifar_stem=cifar_stem)

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from trainer.config import EvalConfig
-from trainer.features import SplitFeatures
-from trainer.offline_probes import fit_classifiers, fit_linear_regressors, fit_regressor, standardise
-from trainer.path_integration import path_metrics
-from trainer.probes import summarise_r2
+from trainer.evaluation.features import SplitFeatures
+from trainer.evaluation.path_integration import path_metrics
+from trainer.evaluation.probes import fit_classifiers, fit_linear_regressors, fit_regressor, standardise
+from trainer.metrics import summarise_r2
 
 CFG = EvalConfig(epochs=20, batch_size=64, hidden=64, lr=3e-3)
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from trainer.config import OptimConfig
-from trainer.optim import build_optimizer, lr_at
+from trainer.training.optim import build_optimizer, lr_at
 
 
 def test_cosine_schedule_warms_up_then_decays_to_final():

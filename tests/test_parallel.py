@@ -10,9 +10,13 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from trainer.ema import ema_update_
 from trainer.model import SeqJEPA, build_encoder
-from trainer.parallel import parallelize, unwrap
+from trainer.training.parallel import parallelize, replicate
+from trainer.training.probes import OnlineProbes
+from trainer.training.state import TrainState
+from trainer.training.step import train_step
+
+CPU = torch.device("cpu")
 
 
 def _tiny_model() -> SeqJEPA:
@@ -21,40 +25,39 @@ def _tiny_model() -> SeqJEPA:
                    pred_hidden=16, dropout=0.0)
 
 
-def _batch():
+def _state(model: SeqJEPA, strategy: str | None) -> TrainState:
+    """The trainer's state around `model`: sharded/wrapped by `strategy`, or plain (None)."""
+    torch.manual_seed(1)
+    probes = OnlineProbes(model.encoder.out_dim, model.token_dim, 7, 10, 8)
+    if strategy is not None:
+        model, probes = parallelize(model, strategy, CPU), replicate(probes, CPU)
+    return TrainState(model, torch.optim.SGD(model.parameters(), lr=0.1), probes,
+                      torch.optim.Adam(probes.parameters(), lr=1e-3), None, CPU)
+
+
+def _batch() -> dict:
     g = torch.Generator().manual_seed(1)
-    return torch.randn(6, 3, 1, 16, 16, generator=g), torch.randn(6, 1, 16, 16, generator=g), torch.randn(6, 3, 7, generator=g)
-
-
-def _step(model, optimizer, batch):
-    out = model(*batch)
-    optimizer.zero_grad()
-    out.loss.backward()
-    optimizer.step()
-    inner = unwrap(model)
-    ema_update_(inner.target_encoder, inner.encoder, 0.9)
-    return out.loss.detach()
+    return {"views": torch.randn(6, 4, 1, 16, 16, generator=g), "rel_actions": torch.randn(6, 3, 7, generator=g),
+            "label": torch.randint(0, 10, (6,), generator=g)}
 
 
 def _worker(rank: int, world: int, port: int, strategy: str, queue) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.set_num_threads(1)
-    reference, model = _tiny_model(), _tiny_model()
-    model = parallelize(model, strategy, torch.device("cpu"))
-    ref_opt = torch.optim.SGD(reference.parameters(), lr=0.1)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    reference, sharded = _state(_tiny_model(), None), _state(_tiny_model(), strategy)
     batch = _batch()  # the same data on both ranks: averaged gradients equal the single-process ones
-    for _ in range(2):
-        _step(reference, ref_opt, batch)
-        _step(model, opt, batch)
+    for _ in range(2):  # the trainer's own step: forward, backward, optimizer, EMA, probes
+        train_step(reference, batch, 0.1, 0.9, None, bf16=False)
+        train_step(sharded, batch, 0.1, 0.9, None, bf16=False)
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+    full = get_model_state_dict(sharded.model, options=StateDictOptions(full_state_dict=True))
     if rank == 0:
-        ref = reference.state_dict()
+        ref = reference.model.state_dict()
         worst = max((full[k].float() - ref[k].float()).abs().max().item() for k in ref)
-        moved = (ref["target_encoder.blocks.0.0.weight"] - _tiny_model().state_dict()["target_encoder.blocks.0.0.weight"]).abs().max().item()
+        key = "target_encoder.blocks.0.0.weight"
+        moved = (ref[key] - _tiny_model().state_dict()[key]).abs().max().item()
         queue.put((sorted(full) == sorted(ref), worst, moved))
     dist.destroy_process_group()
 

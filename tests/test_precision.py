@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from trainer import precision
-from trainer.precision import resolve_precision
+from trainer.training import precision
+from trainer.training.precision import resolve_precision
 
 CPU = torch.device("cpu")
 
@@ -27,6 +27,7 @@ def test_explicit_choices_are_kept_and_emulated_bf16_warns(monkeypatch):
 
 
 def test_detection_agrees_with_torch_on_this_machine():
+    """Both ways: native where torch's own CPU probe finds AVX512-BF16 or AMX, emulated (fp32 under auto) where not."""
     torch_says = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    if torch_says:
-        assert precision.cpu_has_native_bf16()
+    assert precision.cpu_has_native_bf16() == torch_says
+    assert resolve_precision("auto", CPU)[0] == ("bf16" if torch_says else "fp32")

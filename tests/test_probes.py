@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from trainer.probes import ProbeMetrics, effective_rank, probe_loss
+from trainer.metrics import effective_rank
+from trainer.training.probes import ProbeMetrics, probe_loss
 
 
 def _r2_reference(y: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:

@@ -13,8 +13,16 @@ from PIL import Image
 
 from data_pipeline.errors import DataError
 from data_pipeline.sources import imagenet, stl10
-from data_pipeline.sources.base import (DATASET_INFO_KEYS, decode_density_png, decode_image, decode_npy,
-                                        encode_density_png, encode_label, encode_npy, encode_png)
+from data_pipeline.sources.base import (
+    DATASET_INFO_KEYS,
+    decode_density_png,
+    decode_image,
+    decode_npy,
+    encode_density_png,
+    encode_label,
+    encode_npy,
+    encode_png,
+)
 from data_pipeline.sources.glimpses import GlimpseComposer
 
 S = 96

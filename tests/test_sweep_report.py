@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sweeps.report import child_runs, experiment_runs, heatmap, main, markdown_table, varying_keys
-from sweeps.trial import PARAMS_TAG, PARENT_TAG, ROLE_TAG, SWEEP_TAG
-from trainer.tracking import log_params, open_run
+from trainer.tracking import PARAMS_TAG, PARENT_TAG, ROLE_TAG, SWEEP_TAG, log_params, open_run
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

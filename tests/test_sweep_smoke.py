@@ -14,7 +14,7 @@ import pytest
 
 from sweeps.report import child_runs, find_sweep
 from sweeps.run import main as sweep_main
-from sweeps.trial import SWEEP_TAG
+from trainer.tracking import SWEEP_TAG
 
 pytestmark = pytest.mark.integration
 

@@ -7,42 +7,25 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
 
-from tests.conftest import tiny_overrides
+from tests.conftest import PROBE_METRICS, run_checkpoints, the_run, tiny_overrides
 from trainer.evaluate import main as evaluate_main
-from trainer.precision import cpu_has_native_bf16
 from trainer.run import main
+from trainer.training.precision import cpu_has_native_bf16
 
 pytestmark = pytest.mark.integration
-
-PROBE_METRICS = ["inv/acc_agg", "inv/acc_enc", "equi/r2_enc", "equi/r2_agg", "equi/r2_enc/rotation",
-                 "train/loss", "train/samples_per_s", "train/data_wait_frac", "train/eff_rank_enc"]
-
-
-def _the_run(uri: str, name: str):
-    client = MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name("seq-jepa").experiment_id],
-                              filter_string=f"tags.`seq_jepa.run_name` = '{name}'")
-    assert len(runs) == 1, f"expected one MLflow run named {name}, found {len(runs)}"
-    return client, runs[0]
-
-
-def _checkpoints(storage: Path, name: str) -> list[Path]:
-    return sorted(p for p in (storage / name).glob("checkpoint_*") if p.is_dir())
-
 
 def test_two_fsdp2_workers_train_checkpoint_log_and_resume(ray_local, fashion_mnist_shards, tmp_path, mlflow_uri):
     name = "fsdp2-run"
     overrides = tiny_overrides(fashion_mnist_shards, tmp_path / "runs", mlflow_uri, name)
     assert main(overrides + ["scaling.num_workers=2", "scaling.parallelism=fsdp2"]) == 0
 
-    checkpoints = _checkpoints(tmp_path / "runs", name)
+    checkpoints = run_checkpoints(tmp_path / "runs", name)
     assert checkpoints, "no checkpoint was written"
     files = {p.name for p in checkpoints[-1].iterdir()}
     assert {".metadata", "trainer_state.json", "__0_0.distcp", "__1_0.distcp"} <= files
 
-    client, run = _the_run(mlflow_uri, name)
+    client, run = the_run(mlflow_uri, name)
     assert run.info.status == "FINISHED"
     for key in PROBE_METRICS:
         assert key in run.data.metrics, f"{key} missing from MLflow"
@@ -56,7 +39,7 @@ def test_two_fsdp2_workers_train_checkpoint_log_and_resume(ray_local, fashion_mn
 
     # Same name, one more epoch: resumes from the checkpoint into the same MLflow run.
     assert main(overrides + ["scaling.num_workers=2", "train.epochs=3"]) == 0
-    _, resumed = _the_run(mlflow_uri, name)
+    _, resumed = the_run(mlflow_uri, name)
     assert resumed.info.run_id == run.info.run_id
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
     assert steps == sorted(set(steps)) and steps[-1] == 9, f"steps did not continue: {steps}"
@@ -79,8 +62,8 @@ def test_two_ddp_workers_train_and_log_probes(ray_local, fashion_mnist_shards, t
     overrides = tiny_overrides(fashion_mnist_shards, tmp_path / "runs", mlflow_uri, name)
     assert main(overrides + ["scaling.num_workers=2", "scaling.parallelism=ddp", "train.epochs=1",
                              "train.precision=bf16"]) == 0
-    assert _checkpoints(tmp_path / "runs", name)
-    _, run = _the_run(mlflow_uri, name)
+    assert run_checkpoints(tmp_path / "runs", name)
+    _, run = the_run(mlflow_uri, name)
     assert run.data.tags["precision"] == "bf16"  # an explicit choice is kept, emulated or not
     for key in PROBE_METRICS:
         assert key in run.data.metrics, f"{key} missing from MLflow"
@@ -104,7 +87,7 @@ def test_corrupt_samples_are_skipped_counted_and_logged(ray_local, fashion_mnist
     name = "corrupt-run"
     overrides = tiny_overrides(shards, tmp_path / "runs", mlflow_uri, name)
     assert main(overrides + ["scaling.num_workers=2", "train.epochs=1"]) == 0
-    client, run = _the_run(mlflow_uri, name)
+    client, run = the_run(mlflow_uri, name)
     skipped = client.get_metric_history(run.info.run_id, "data/skipped_samples")
     assert skipped and skipped[-1].value >= 2, skipped
     assert client.get_metric_history(run.info.run_id, "train/loss")[-1].step == 3  # every step was taken
@@ -122,7 +105,7 @@ def test_two_workers_train_from_shards_in_s3(ray_local, fashion_mnist_shards, s3
     overrides = tiny_overrides(url, tmp_path / "runs", mlflow_uri, name)
     assert main(overrides + [f"data.s3_endpoint_url={s3_endpoint}", "scaling.num_workers=2", "train.epochs=1",
                              "data.resample=true"]) == 0
-    client, run = _the_run(mlflow_uri, name)
+    client, run = the_run(mlflow_uri, name)
     assert run.data.params["data.shards"] == url and run.data.params["data.resample"] == "True"
     assert client.get_metric_history(run.info.run_id, "train/loss")[-1].step == 3  # train.steps_per_epoch
     for key in PROBE_METRICS:

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import Path
 
 import torch
 
-from data_pipeline import ActionSpace, Manifest, S3Options, SequenceLoader, build_sequence_loader
-from data_pipeline.sources.affine import AffineComposer
-from data_pipeline.sources.augmented import AugmentationComposer
-from data_pipeline.sources.base import Composer
-from data_pipeline.sources.glimpses import GlimpseComposer
-from data_pipeline.sources.threedie import ThreeDIEComposer
-from data_pipeline.transforms import CANVAS_MARGIN
+from data_pipeline import ActionSpace, ComposerOptions, S3Options, SequenceLoader, build_sequence_loader
 from trainer.config import Config
 
 
@@ -61,28 +54,21 @@ def _loader(config: Config, split: str, num_views: int, batch: int, rank: int, w
             train: bool, num_workers: int | None = None, resample_batches: int | None = None,
             shard_pattern: str | None = None) -> SequenceLoader:
     return build_sequence_loader(
-        f"{config.data.shards.rstrip('/')}/{split}", composer=functools.partial(build_composer, config),
+        f"{config.data.shards.rstrip('/')}/{split}", composer=composer_options(config),
         num_views=num_views, batch_size=batch, rank=rank, world_size=world_size,
         num_workers=config.data.loader_workers if num_workers is None else num_workers, seed=config.train.seed,
         train=train, shuffle_buffer=config.data.shuffle_buffer, s3=s3_options(config),
         resample_batches=resample_batches, shard_pattern=shard_pattern)
 
 
-def build_composer(config: Config, manifest: Manifest) -> Composer:
-    """How a shard set's samples become sequences: the dataset its manifest names, set up from `data.*`."""
-    d, info = config.data, manifest.dataset_info
-    if manifest.dataset in ("cifar100", "tinyimagenet"):
-        return AugmentationComposer.for_dataset(info, blur=d.blur, legacy_view_norm=d.legacy_action_norm,
-                                                image_size=d.image_size)
-    if manifest.dataset == "3diebench":
-        return ThreeDIEComposer(latent_type=d.latent_type, canonical_quaternions=d.canonical_quaternions)
-    if manifest.dataset in ("stl10", "imagenet"):
-        return GlimpseComposer(fovea_size=d.fovea_size, use_saliency=d.use_saliency,
-                               inhibition_of_return=d.inhibition_of_return, legacy_transpose=d.legacy_patch_transpose,
-                               crop=d.crop_size)
-    # Fashion-MNIST and any image + label set: one image under sampled affine/photometric transformations.
-    size = d.image_size or max(info["height"], info["width"]) + CANVAS_MARGIN
-    return AffineComposer.for_shards(action_space(config), size, manifest)
+def composer_options(config: Config) -> ComposerOptions:
+    """The `data.*` options that turn a shard set's samples into sequences (data_pipeline picks the composer)."""
+    d = config.data
+    return ComposerOptions(action_space=action_space(config), image_size=d.image_size, blur=d.blur,
+                           legacy_action_norm=d.legacy_action_norm, latent_type=d.latent_type,
+                           canonical_quaternions=d.canonical_quaternions, fovea_size=d.fovea_size,
+                           use_saliency=d.use_saliency, inhibition_of_return=d.inhibition_of_return,
+                           legacy_patch_transpose=d.legacy_patch_transpose, crop_size=d.crop_size)
 
 
 def normalisation(loader: SequenceLoader, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,8 +76,9 @@ def normalisation(loader: SequenceLoader, device: torch.device) -> tuple[torch.T
     return tuple(torch.tensor(values, device=device).view(-1, 1, 1) for values in (loader.mean, loader.std))
 
 
-def to_model_inputs(batch: dict, device: torch.device, mean: torch.Tensor, std: torch.Tensor):
-    """uint8 views -> normalised float on the device; split observed views from the target view."""
+def to_device(batch: dict, device: torch.device, mean: torch.Tensor, std: torch.Tensor) -> dict:
+    """A loader batch with its uint8 views as normalised float (B, V, C, H, W) on the device (the last view is the
+    prediction target), and the relative actions and labels there too; other fields stay where they are."""
     views = batch["views"].to(device, non_blocking=True).float().div_(255.0).sub_(mean).div_(std)
-    rel_actions = batch["rel_actions"].to(device, non_blocking=True)
-    return views[:, :-1], views[:, -1], rel_actions
+    return {**batch, "views": views, "rel_actions": batch["rel_actions"].to(device, non_blocking=True),
+            "label": batch["label"].to(device)}

@@ -1,4 +1,4 @@
-"""The one error type the user sees from the trainer: a readable message, no traceback."""
+"""The errors the user sees from the trainer as one `error:` line (no traceback), and the CLI boundary."""
 
 from __future__ import annotations
 

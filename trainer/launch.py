@@ -17,7 +17,7 @@ from data_pipeline import DataError, prepare_shards, read_manifest
 from trainer.config import Config, to_dict
 from trainer.data import resolve_shards, s3_options
 from trainer.errors import ConfigError
-from trainer.train_loop import train_worker
+from trainer.training.worker import train_worker
 
 
 def resolve_paths(config: Config) -> Config:
@@ -37,14 +37,15 @@ def ensure_dataset(config: Config) -> None:
     """Shards exist and are readable before any worker starts (writing them first if allowed)."""
     s3, d = s3_options(config), config.data
     if d.prepare:
+        # The first run's prepare step may fetch Fashion-MNIST with apt-get; it says so when it does.
         prepare_shards(d.dataset, d.shards, d.source_dir, d.cache_dir, d.samples_per_shard, s3=s3,
-                       splits=(d.train_split, "val"))
+                       splits=(d.train_split, "val"), system_packages=True)
     for split in (d.train_split, "val"):
         try:
             manifest = read_manifest(f"{d.shards}/{split}", s3)
         except DataError as err:
-            raise DataError(f"{err} (data.shards={d.shards}; write shards with "
-                            f"`python -m data_pipeline write {d.dataset} --out DIR` or set data.prepare=true)") from None
+            raise DataError(f"{err} (data.shards={d.shards}; write shards with `python -m data_pipeline write "
+                            f"{d.dataset} --out DIR` or set data.prepare=true)") from None
         if manifest.dataset != d.dataset:
             raise DataError(f"data.dataset={d.dataset} but the shards at {d.shards}/{split} hold {manifest.dataset}; "
                             f"set data.dataset={manifest.dataset} or point data.shards at {d.dataset} shards")

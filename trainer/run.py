@@ -43,9 +43,9 @@ def _run(args: argparse.Namespace) -> int:
     import ray
 
     from trainer.launch import build_trainer, check_resources, connect_ray, ensure_dataset, resolve_paths
-    from trainer.preemption import stop_on_sigterm
     from trainer.redact import redact_text
     from trainer.tracking import finish_run, resolve_tracking_uri, start_or_resume_run
+    from trainer.training.preemption import stop_on_sigterm
 
     config = resolve_paths(config)
     ensure_dataset(config)

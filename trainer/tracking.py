@@ -16,10 +16,19 @@ from pathlib import Path
 import yaml
 
 from trainer.config import Config, flatten, to_dict
-from trainer.errors import TrackingError, describe
+from trainer.errors import ConfigError, TrackingError, describe
 from trainer.redact import redact_text, redact_tree, redact_value
 
-RUN_NAME_TAG = "seq_jepa.run_name"
+RUN_NAME_TAG = "seq_jepa.run_name"  # a training run's `run.name`: how a resumed job finds its MLflow run
+# A sweep in MLflow: one parent run, one child run per trial (set by sweeps/, read by its report too).
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests the child under its parent run
+SWEEP_TAG = "seq_jepa.sweep"
+TRIAL_TAG = "seq_jepa.trial_id"
+PARAMS_TAG = "seq_jepa.trial_params"  # the trial's swept values, short, for labels in the report
+ROLE_TAG = "seq_jepa.role"  # "sweep" on a sweep's parent run
+# MLflow 3's UI opens an experiment without a kind in its GenAI view (traces, evaluations): ask for the
+# model-training view of runs and metrics instead.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def resolve_tracking_uri(uri: str) -> str:
@@ -29,8 +38,9 @@ def resolve_tracking_uri(uri: str) -> str:
         path = Path(os.path.expanduser(uri[len("sqlite:///"):])).resolve()
         path.parent.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{path}"
-    if "://" not in uri:  # a bare folder: MLflow's file store, kept for compatibility
-        return str(Path(os.path.expanduser(uri)).resolve())
+    if "://" not in uri:
+        raise ConfigError(f"tracking.tracking_uri={uri} is not a URI; use sqlite:///{uri.rstrip('/')}/mlflow.db (a "
+                          "local store) or http://HOST:PORT (a tracking server)")
     return uri
 
 
@@ -48,7 +58,7 @@ def _experiment_id(client, uri: str, name: str) -> str:
     if uri.startswith("sqlite:///"):
         # Next to the database, not in whatever folder the job happens to run from.
         artifact_location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
-    return client.create_experiment(name, artifact_location=artifact_location)
+    return client.create_experiment(name, artifact_location=artifact_location, tags=EXPERIMENT_TAGS)
 
 
 def git_commit() -> str:

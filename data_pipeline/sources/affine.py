@@ -13,8 +13,16 @@ import numpy as np
 import torch
 
 from data_pipeline.sources.base import decode_image, decode_label
-from data_pipeline.transforms import (ACTION_DIM, ACTION_GROUPS, ActionSpace, absolute_actions, path_actions,
-                                      relative_actions, render_views, sample_params)
+from data_pipeline.transforms import (
+    ACTION_DIM,
+    ACTION_GROUPS,
+    ActionSpace,
+    absolute_actions,
+    path_actions,
+    relative_actions,
+    render_views,
+    sample_params,
+)
 
 
 @dataclass(frozen=True)

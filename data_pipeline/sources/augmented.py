@@ -48,7 +48,7 @@ class AugmentationComposer:
     def __post_init__(self):
         problems = [msg for bad, msg in [
             (not isinstance(self.observation, ObservationPipeline), "observation must be an ObservationPipeline"),
-            (not isinstance(self.target, ObservationPipeline), "target must be a TargetPipeline"),
+            (not isinstance(self.target, ObservationPipeline), "target must be an ObservationPipeline too"),
             (self.image_size is not None and not (isinstance(self.image_size, int) and self.image_size > 0),
              f"image_size must be a positive int or None, got {self.image_size!r}"),
             (self.source_size is not None and not _is_size(self.source_size),

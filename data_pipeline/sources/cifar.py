@@ -76,7 +76,7 @@ def load_pickle(path: Path) -> dict:
     except pickle.UnpicklingError as err:
         raise DataError(f"refusing CIFAR-100 file {path}: {err}; it is not an original CIFAR-100 file, "
                         f"re-extract it from the official archive") from None
-    except Exception as err:  # truncated or garbage files raise several kinds (EOFError, ValueError, ...)
+    except Exception as err:  # noqa: BLE001 - truncated or garbage files raise several kinds (EOFError, ValueError, ...)
         raise DataError(f"cannot unpickle CIFAR-100 file {path} ({type(err).__name__}: {err}); the file is "
                         f"truncated or corrupt, re-extract it; {FIX_HINT}") from None
     if not isinstance(obj, dict):

@@ -204,7 +204,7 @@ class GlimpseComposer:
                 saliency = decode_npy(sample[SALIENCY_FIELD]).astype(np.float32)
             elif SALIENCY_PNG in sample:
                 saliency = decode_density_png(sample[SALIENCY_PNG], image.shape[:2])
-        except Exception as err:  # PIL and numpy raise OSError, ValueError, EOFError... on broken bytes
+        except Exception as err:  # noqa: BLE001 - PIL and numpy raise OSError, ValueError, EOFError... on broken bytes
             raise ValueError(f"{image_field} or its saliency map is unreadable: {err}") from None
         label = int(sample[LABEL_FIELD].decode("ascii"))  # ValueError on anything but an integer
         if label < -1:

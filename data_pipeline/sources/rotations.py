@@ -1,4 +1,4 @@
-"""Rotations for the 3DIEBench actions: Euler angles, rotation matrices and unit quaternions, in torch.
+"""Rotations for the 3DIEBench actions: Euler angles and unit quaternions, in torch.
 
 Conventions (the same as scipy's `Rotation`, so numbers match the original code, which used it):
   * Euler angles `(a, b, c)` are extrinsic "xyz" (scipy's lowercase sequence, Blender's default
@@ -16,19 +16,6 @@ float64 when the result feeds a relative rotation (float32 round-off compounds t
 from __future__ import annotations
 
 import torch
-
-
-def euler_xyz_to_matrix(angles: torch.Tensor) -> torch.Tensor:
-    """(..., 3) extrinsic xyz angles in radians -> (..., 3, 3) rotation matrices Rz(c) @ Ry(b) @ Rx(a)."""
-    cos, sin = torch.cos(angles), torch.sin(angles)
-    ca, cb, cc = cos.unbind(-1)
-    sa, sb, sc = sin.unbind(-1)
-    rows = [
-        [cb * cc, sa * sb * cc - ca * sc, ca * sb * cc + sa * sc],
-        [cb * sc, sa * sb * sc + ca * cc, ca * sb * sc - sa * cc],
-        [-sb, sa * cb, ca * cb],
-    ]
-    return torch.stack([torch.stack(row, dim=-1) for row in rows], dim=-2)
 
 
 def axis_angle_quaternion(axis: int, angle: torch.Tensor) -> torch.Tensor:
@@ -67,11 +54,6 @@ def quaternion_conjugate(q: torch.Tensor) -> torch.Tensor:
     return torch.cat([-q[..., :3], q[..., 3:]], dim=-1)
 
 
-def quaternion_inverse(q: torch.Tensor) -> torch.Tensor:
-    """Inverse of any non-zero quaternion (the conjugate over the squared norm)."""
-    return quaternion_conjugate(q) / (q * q).sum(-1, keepdim=True)
-
-
 def relative_quaternion(q_from: torch.Tensor, q_to: torch.Tensor) -> torch.Tensor:
     """The rotation taking q_from to q_to in the body frame, q_from^-1 * q_to: R(q_from) @ R(rel) = R(q_to).
 
@@ -85,15 +67,3 @@ def canonicalize_quaternion(q: torch.Tensor) -> torch.Tensor:
     Regression targets then have no sign discontinuity; w = 0 (a half turn) stays ambiguous,
     which has probability zero for continuous angles."""
     return torch.where(q[..., 3:] < 0, -q, q)
-
-
-def quaternion_to_matrix(q: torch.Tensor) -> torch.Tensor:
-    """(..., 4) quaternions (normalised here) -> (..., 3, 3) rotation matrices; q and -q give the same matrix."""
-    q = q / q.norm(dim=-1, keepdim=True)
-    x, y, z, w = q.unbind(-1)
-    rows = [
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ]
-    return torch.stack([torch.stack(row, dim=-1) for row in rows], dim=-2)

@@ -9,8 +9,9 @@ were never rendered.
 
 Shard sample = one object, all its views (so a sequence can be drawn at load time, as the original
 does per item):
-    view_{k:02d}.jpg  every available view k, resized to image_size x image_size (RGB JPEG)
-    latents.npy       (K, 7) float32, row i belongs to the i-th view field in sorted order:
+    views.bin         the K available views' RGB JPEGs (resized to image_size x image_size), one after the other
+    views.npy         (K, 2) int64: per view, its index k on disk and its JPEG's length in views.bin
+    latents.npy       (K, 7) float32, row i belongs to the i-th view of views.npy:
                       [rot_x, rot_y, rot_z, floor_hue, spot_theta, spot_phi, spot_hue],
                       rotation as extrinsic "xyz" Euler angles (see `rotations`)
     label.cls         class index, 0..54
@@ -45,8 +46,15 @@ from PIL import Image
 
 from data_pipeline.errors import DataError
 from data_pipeline.sources import rotations
-from data_pipeline.sources.base import (SourceSplit, decode_image, decode_label, decode_npy, encode_jpeg, encode_label,
-                                        encode_npy)
+from data_pipeline.sources.base import (
+    SourceSplit,
+    decode_image,
+    decode_label,
+    decode_npy,
+    encode_jpeg,
+    encode_label,
+    encode_npy,
+)
 
 NUM_CLASSES = 55
 LATENT_NAMES = ("rot_x", "rot_y", "rot_z", "floor_hue", "spot_theta", "spot_phi", "spot_hue")
@@ -87,7 +95,7 @@ def _npy_field(sample: dict[str, bytes], field: str) -> np.ndarray:
     data = _required(sample, field)
     try:
         return decode_npy(data)
-    except Exception as err:  # numpy raises ValueError, EOFError, ... on a broken file
+    except Exception as err:  # noqa: BLE001 - numpy raises ValueError, EOFError, ... on a broken file
         raise ValueError(f"{field} is unreadable: {err}") from None
 
 

@@ -128,7 +128,7 @@ def load_image(path: Path) -> np.ndarray:
             image = image.convert("RGB")
     except FileNotFoundError:
         raise DataError(f"Tiny-ImageNet image {path} does not exist; {FIX_HINT}") from None
-    except Exception as err:  # PIL raises several kinds on truncated or non-image files
+    except Exception as err:  # noqa: BLE001 - PIL raises several kinds on truncated or non-image files
         raise DataError(f"cannot decode Tiny-ImageNet image {path} ({err}); re-extract it; {FIX_HINT}") from None
     if image.size != (SIDE, SIDE):
         raise DataError(f"Tiny-ImageNet image {path} is {image.size[0]}x{image.size[1]}, expected {SIDE}x{SIDE}; "

@@ -1,7 +1,8 @@
 """ResNet-18 with torchvision's module names and initialization (state dicts are interchangeable).
 
 The classifier is removed (`fc = Identity`), so the output is the 512-d globally pooled feature.
-`cifar_stem` replaces the 7x7/2 conv + max-pool by a 3x3/1 conv for 32-px images (spec §1.2).
+`cifar_stem` replaces the 7x7/2 conv + max-pool by a 3x3/1 conv for 32-px images (spec §1.2); like the
+authors' replacement, that conv keeps PyTorch's default initialisation (uniform, std 1/sqrt(3 fan_in)).
 """
 
 from __future__ import annotations
@@ -43,10 +44,7 @@ class ResNet18(nn.Module):
                  channels_last: bool = False):
         super().__init__()
         self.channels_last = channels_last  # NHWC convolutions, see `build_encoder`
-        if cifar_stem:
-            self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
-        else:
-            self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.Identity() if cifar_stem else nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
@@ -57,6 +55,8 @@ class ResNet18(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Identity()
         self._init_weights(zero_init_residual)
+        if cifar_stem:  # as the authors do: a fresh 3x3/1 conv after torchvision's init, so PyTorch's default init
+            self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
 
     @staticmethod
     def _stage(in_ch: int, out_ch: int, stride: int) -> nn.Sequential:

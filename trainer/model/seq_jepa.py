@@ -63,7 +63,7 @@ class SeqJEPA(nn.Module):
 
     def forward(self, obs_views: torch.Tensor, target_view: torch.Tensor,
                 rel_actions: Optional[torch.Tensor]) -> SeqJEPAOutput:
-        """obs_views (B, M, C, H, W); target_view (B, C, H, W); rel_actions (B, M, A), rel_actions[:, j] = view j -> j+1."""
+        """obs_views (B, M, C, H, W); target_view (B, C, H, W); rel_actions (B, M, A): [:, j] is view j -> j+1."""
         B, M = obs_views.shape[:2]
         # One encoder call over all B*M observed views: BN statistics are shared, as in the paper's code.
         z_enc = self.encoder(obs_views.flatten(0, 1)).view(B, M, -1)

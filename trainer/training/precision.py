@@ -7,6 +7,7 @@ AVX2-only AMD EPYC). Workers may run on other machines than the driver, so each 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 from pathlib import Path
@@ -58,3 +59,8 @@ def resolve_precision(requested: str, device: torch.device) -> tuple[str, str | 
         return "bf16", (f"train.precision=bf16 on a {device.type} without native bf16: autocast is emulated and "
                         "can be many times slower than fp32; use train.precision=auto or fp32")
     return requested, None
+
+
+def autocast(device: torch.device, bf16: bool):
+    """The context a forward runs in: bf16 autocast, or nothing (fp32)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()

@@ -17,9 +17,9 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from data_pipeline.errors import DataError
-from data_pipeline.storage import S3Options, S3Store, is_remote, join
-from trainer import checkpoint as ckpt
+from data_pipeline import DataError, S3Options, S3Store, is_remote, join
+from trainer.checkpointing.dcp import TRAINER_STATE_FILE, check_format, read_trainer_state
+from trainer.checkpointing.run_folders import latest_checkpoint
 
 Location = str | Path  # a local path, or an s3:// URL
 
@@ -27,23 +27,23 @@ Location = str | Path  # a local path, or an s3:// URL
 def locate(location: Location, s3: S3Options) -> Location:
     """The checkpoint folder `location` names: itself, or the newest `checkpoint_*` folder of a run folder."""
     if not is_remote(location):
-        return ckpt.latest_checkpoint(location)
+        return latest_checkpoint(location)
     url, store = str(location).rstrip("/"), S3Store(s3)
-    if store.exists(join(url, ckpt.TRAINER_STATE_FILE)):
+    if store.exists(join(url, TRAINER_STATE_FILE)):
         return url
     # Ray Train names checkpoints checkpoint_<timestamp>: the name order is the time order.
     for folder in reversed(store.list_folders(url)):
-        if folder.rsplit("/", 1)[-1].startswith("checkpoint_") and store.exists(join(folder, ckpt.TRAINER_STATE_FILE)):
+        if folder.rsplit("/", 1)[-1].startswith("checkpoint_") and store.exists(join(folder, TRAINER_STATE_FILE)):
             return folder
-    raise FileNotFoundError(f"{url} is neither a checkpoint (no {ckpt.TRAINER_STATE_FILE}) nor a run folder holding "
+    raise FileNotFoundError(f"{url} is neither a checkpoint (no {TRAINER_STATE_FILE}) nor a run folder holding "
                             f"checkpoint_* folders (endpoint {s3.describe_endpoint()})")
 
 
 def read_state(checkpoint: Location, s3: S3Options) -> dict:
-    """The checkpoint's `trainer_state.json` (its config, epoch and step)."""
+    """The checkpoint's format-checked `trainer_state.json` (its config, epoch and step)."""
     if not is_remote(checkpoint):
-        return ckpt.read_trainer_state(checkpoint)
-    return json.loads(S3Store(s3).read_bytes(join(checkpoint, ckpt.TRAINER_STATE_FILE)))
+        return read_trainer_state(checkpoint)
+    return check_format(json.loads(S3Store(s3).read_bytes(join(checkpoint, TRAINER_STATE_FILE))), checkpoint)
 
 
 def fingerprint(checkpoint: Location, s3: S3Options) -> str:

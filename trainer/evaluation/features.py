@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 from tqdm import tqdm
 
-from trainer.data import normalisation, to_model_inputs
+from trainer.data import normalisation, to_device
 from trainer.model import SeqJEPA
 
 
@@ -59,8 +59,8 @@ def extract_features(model: SeqJEPA, loader, seq_lens: list[int], limit: int | N
     seen = 0
     with tqdm(total=limit, desc=desc, unit="seq") as bar:
         for batch in loader:
-            views, _, rel_actions = to_model_inputs(batch, device, mean, std)  # all but the last view
-            views, rel_actions = views[:, :observed], rel_actions[:, :observed]
+            batch = to_device(batch, device, mean, std)
+            views, rel_actions = batch["views"][:, :observed], batch["rel_actions"][:, :observed]  # not the last
             B = views.shape[0]
             with amp:
                 z = model.encoder(views.flatten(0, 1)).view(B, observed, -1)
@@ -72,7 +72,7 @@ def extract_features(model: SeqJEPA, loader, seq_lens: list[int], limit: int | N
                 if "path_actions" in batch:
                     new.update(_path_features(model, z, rel_actions, batch["path_actions"], seq_lens))
             for key, value in new.items():
-                parts[key].append(value.float().cpu() if value.is_floating_point() else value)
+                parts[key].append(value.float().cpu() if value.is_floating_point() else value.cpu())
             seen += B
             bar.update(B)
             if limit is not None and seen >= limit:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from trainer.config import Config, to_dict
-from trainer.features import SplitFeatures
+from trainer.evaluation.features import SplitFeatures
 
 FORMAT = 1  # bump when what extract_features computes changes: older entries then stop matching
 _NOT_FEATURES = ("cache_dir", "loader_workers", "prepare", "source_dir", "samples_per_shard")  # where, not what

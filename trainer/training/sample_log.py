@@ -11,16 +11,15 @@ from pathlib import Path
 
 
 class SampleLog:
-    def __init__(self, folder: str | None, rank: int):
-        self.path = None
-        if folder:
-            Path(folder).mkdir(parents=True, exist_ok=True)
-            self.path = Path(folder) / f"rank{rank}.jsonl"
+    """A step hook (`trainer.training.hooks`): appends the step's sample keys to `<folder>/rank<r>.jsonl`."""
 
-    def record(self, epoch: int, step: int, keys: list[str]) -> None:
-        if self.path is not None:
-            with open(self.path, "a") as f:
-                f.write(json.dumps({"epoch": epoch, "step": step, "keys": keys}) + "\n")
+    def __init__(self, folder: str, rank: int):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        self.path = Path(folder) / f"rank{rank}.jsonl"
+
+    def after_step(self, epoch: int, step: int, batch: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"epoch": epoch, "step": step, "keys": batch["sample_keys"]}) + "\n")
 
 
 def read_sample_log(folder: str | Path) -> dict[tuple[int, int], tuple[int, list[str]]]:

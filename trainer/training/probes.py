@@ -19,6 +19,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from trainer.metrics import summarise_r2
+
 
 def _mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
@@ -104,24 +106,3 @@ class ProbeMetrics:
             sum_y, sum_y2, sse = rest.view(2, 3, -1)[i]
             metrics.update(summarise_r2(sse, sum_y2 - sum_y * sum_y / n, self.groups, f"equi/r2_{key}"))
         return metrics
-
-
-def summarise_r2(sse: torch.Tensor, total: torch.Tensor, groups: dict[str, list[int]], name: str) -> dict[str, float]:
-    """Per-dimension R² = 1 - SSE_d / SS_tot,d, averaged overall (`name`) and per action group (`name/group`).
-
-    A constant target dimension (a disabled transformation) has no variance to explain and is left out.
-    """
-    valid = total > 1e-12
-    r2 = torch.where(valid, 1 - sse / total.clamp(min=1e-12), torch.zeros_like(total))
-    metrics = {name: float(r2[valid].mean()) if valid.any() else 0.0}
-    for group, dims in groups.items():
-        if valid[dims].any():
-            metrics[f"{name}/{group}"] = float(r2[dims][valid[dims]].mean())
-    return metrics
-
-
-def effective_rank(features: torch.Tensor) -> float:
-    """RankMe: exp of the entropy of the normalised singular values (a collapse monitor)."""
-    s = torch.linalg.svdvals(features.float() - features.float().mean(0))
-    p = s / s.sum().clamp(min=1e-12) + 1e-12
-    return float(torch.exp(-(p * p.log()).sum()))

@@ -23,9 +23,9 @@ from __future__ import annotations
 import torch
 
 from trainer.config import EvalConfig
-from trainer.features import SplitFeatures
-from trainer.offline_probes import fit_linear_regressors
-from trainer.probes import summarise_r2
+from trainer.evaluation.features import SplitFeatures
+from trainer.evaluation.probes import fit_linear_regressors
+from trainer.metrics import summarise_r2
 
 TELLING_GROUPS = ("rotation", "position")  # the first one the actions have is the headline
 

@@ -1,0 +1,217 @@
+"""What each Ray Train worker runs: build, restore, then the loop over epochs and steps.
+
+    for each epoch:  for each batch: train_step; hooks; maybe_log; maybe_stop; maybe_checkpoint
+                     end of epoch: validate, checkpoint (or report), maybe stop
+    finish: the final encoder weights to MLflow
+
+The step itself is `trainer.training.step.train_step`; what a checkpoint holds is `TrainState`'s business.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ray.train
+import torch
+import torch.distributed as dist
+
+from data_pipeline import SequenceLoader
+from trainer.checkpointing.dcp import disk_full, full_encoder_state
+from trainer.config import Config, config_from_dict
+from trainer.data import build_loader, normalisation, to_device
+from trainer.errors import CheckpointError
+from trainer.tracking import MetricsLogger
+from trainer.training.ema import ema_decay_at
+from trainer.training.hooks import StepHook, build_hooks
+from trainer.training.optim import lr_at
+from trainer.training.precision import resolve_precision
+from trainer.training.preemption import StopCheck
+from trainer.training.setup import train_state_for
+from trainer.training.state import TrainState
+from trainer.training.step import train_step
+from trainer.training.validation import validate
+
+
+def train_worker(loop_config: dict) -> None:
+    w = build_worker(loop_config)
+    state, train = w.state, w.config.train
+    for epoch in range(state.epoch, train.epochs):
+        w.begin_epoch(epoch)
+        for batch in w.epoch_batches():
+            lr = lr_at(state.step, w.steps_per_epoch, w.total_steps, w.config.optim)
+            decay = ema_decay_at(state.step, w.total_steps, w.config.ema.decay, w.config.ema.schedule)
+            state.window.add(train_step(state, batch, lr, decay, w.config.optim.grad_clip, w.bf16))
+            state.step += 1
+            state.batches_done += 1
+            for hook in w.hooks:
+                hook.after_step(epoch, state.step, batch)
+            if state.step % train.log_every_steps == 0 or w.epoch_done:
+                log_window(w, lr, decay)
+            if not w.epoch_done:
+                if w.stop.should_stop():
+                    checkpoint(w, {"epoch": epoch, "step": state.step, "preempted": 1})
+                    w.logger.flush()
+                    return
+                if w.step_checkpoint_due():
+                    checkpoint(w, {"epoch": epoch, "step": state.step})
+        if end_epoch(w):
+            return
+    finish(w)
+
+
+@dataclass
+class Worker:
+    """One Ray Train worker's run: its config, its place in the group, its loaders, state and outlets."""
+
+    config: Config
+    config_tree: dict  # the resolved config as the driver sent it: what a checkpoint stores
+    rank: int
+    world: int
+    state: TrainState
+    val_loader: SequenceLoader
+    normalise: tuple[torch.Tensor, torch.Tensor]  # the shard set's per-channel (mean, std) on the device
+    bf16: bool
+    logger: MetricsLogger
+    stop: StopCheck
+    hooks: list[StepHook]
+    steps_per_epoch: int
+    wait_s: float = 0.0  # this window's time spent waiting for batches
+    window_start: float = field(default_factory=time.perf_counter)
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.config.train.epochs
+
+    @property
+    def epoch_done(self) -> bool:
+        return self.state.batches_done == self.steps_per_epoch
+
+    def begin_epoch(self, epoch: int) -> None:
+        """A new epoch starts at its first batch; the one a restored state is in continues where it was."""
+        if epoch != self.state.epoch:
+            self.state.epoch, self.state.batches_done = epoch, 0
+        self.state.loader.set_epoch(epoch)
+        self.wait_s, self.window_start = 0.0, time.perf_counter()
+
+    def epoch_batches(self):
+        """The epoch's remaining batches, on the device; the time spent waiting for each one is counted."""
+        batches = iter(self.state.loader)
+        for _ in range(self.steps_per_epoch - self.state.batches_done):
+            started = time.perf_counter()
+            batch = next(batches, None)
+            if batch is None:
+                return
+            self.wait_s += time.perf_counter() - started
+            yield to_device(batch, self.state.device, *self.normalise)
+
+    def step_checkpoint_due(self) -> bool:
+        every = self.config.train.checkpoint_every_steps
+        return bool(every) and self.state.step % every == 0
+
+
+def build_worker(loop_config: dict) -> Worker:
+    # Model outputs are never modified in place here, which is all this FSDP2 warning is about.
+    warnings.filterwarnings("ignore", message=".*returned a view tensor.*")
+    config = config_from_dict(loop_config["config"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.set_num_threads(config.scaling.torch_threads or max(1, int(config.scaling.cpus_per_worker)))
+    device = ray.train.torch.get_device() if config.scaling.use_gpu else torch.device("cpu")
+
+    train_loader = build_loader(config, "train", rank, world)
+    val_loader = build_loader(config, "val", rank, world)
+    steps_per_epoch = len(train_loader)
+    if config.train.steps_per_epoch is not None:
+        steps_per_epoch = min(steps_per_epoch, config.train.steps_per_epoch)
+    state = train_state_for(config, train_loader, device, rank)
+    precision, precision_warning = resolve_precision(config.train.precision, device)
+    if precision_warning and rank == 0:
+        warnings.warn(precision_warning)
+
+    restored = ray.train.get_checkpoint()
+    if restored is not None:
+        with restored.as_directory() as folder:
+            state.restore(Path(folder), config.train.seed, rank, world)
+    mlflow = loop_config.get("mlflow", {})
+    logger = MetricsLogger(mlflow.get("tracking_uri"), mlflow.get("run_id"), enabled=rank == 0,
+                           resumed=restored is not None)
+    logger.set_tag("precision", precision)  # what `train.precision` resolved to on this hardware
+    return Worker(config, loop_config["config"], rank, world, state, val_loader, normalisation(train_loader, device),
+                  precision == "bf16", logger, StopCheck(loop_config.get("stop_signal"), rank, device),
+                  build_hooks(config, rank, world, restored is not None), steps_per_epoch)
+
+
+def _sum_across_ranks(values: list[float], device: torch.device) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_initialized():
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def log_window(w: Worker, lr: float, decay: float) -> None:
+    """The window's mean loss and data-wait share over all ranks, and the schedules, to MLflow (rank 0)."""
+    state = w.state
+    elapsed = time.perf_counter() - w.window_start
+    skipped = state.loader.corrupt_samples + w.val_loader.corrupt_samples
+    loss_sum, wait_sum, skipped = _sum_across_ranks([state.window.mean(), w.wait_s / elapsed, skipped], state.device)
+    loss_mean, wait_frac = loss_sum / w.world, wait_sum / w.world
+    if not math.isfinite(loss_mean):
+        raise FloatingPointError(f"training loss became {loss_mean} at step {state.step}; lower optim.lr or set "
+                                 "optim.grad_clip")
+    w.logger.log_metrics({"train/loss": loss_mean, "train/lr": lr, "train/ema_decay": decay,
+                          "train/samples_per_s": w.config.data.batch_size * state.window.steps / elapsed,
+                          "train/data_wait_frac": wait_frac, "train/epoch": state.epoch,
+                          "data/skipped_samples": skipped}, state.step)
+    state.window.reset()
+    w.wait_s, w.window_start = 0.0, time.perf_counter()
+
+
+def end_epoch(w: Worker) -> bool:
+    """Validation (at its cadence), then a checkpoint or a plain report to Ray Train; True: stop now (SIGTERM)."""
+    state, train = w.state, w.config.train
+    metrics = {"epoch": state.epoch, "step": state.step}
+    last_epoch = state.epoch == train.epochs - 1
+    if (state.epoch + 1) % train.eval_every_epochs == 0 or last_epoch:
+        metrics.update(validate(state, w.val_loader, w.normalise, state.loader.action_dim, state.loader.action_groups,
+                                w.config.probe.val_batches, w.bf16))
+        w.logger.log_metrics({k: v for k, v in metrics.items() if "/" in k}, state.step)
+    stopping = not last_epoch and w.stop.should_stop()
+    if (state.epoch + 1) % train.checkpoint_every_epochs == 0 or last_epoch or stopping or w.step_checkpoint_due():
+        checkpoint(w, {**metrics, **({"preempted": 1} if stopping else {})})
+    else:
+        ray.train.report(metrics)
+    if stopping:
+        w.logger.flush()
+    return stopping
+
+
+def checkpoint(w: Worker, metrics: dict) -> None:
+    """Every rank writes its share locally; Ray Train uploads them all and registers the checkpoint."""
+    folder = w.state.save(w.config_tree, w.world, epoch_done=w.epoch_done)
+    try:
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(folder)))
+    except OSError as err:  # uploading into run.storage_path; Ray Train registers nothing half-written
+        if not disk_full(err):
+            raise
+        raise CheckpointError(f"no space left on the device of run.storage_path={w.config.run.storage_path} "
+                              f"uploading the step {w.state.step} checkpoint; the previous checkpoint is intact: free "
+                              "space and run the same command again to resume") from None
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def finish(w: Worker) -> None:
+    if w.config.tracking.log_model:
+        weights = full_encoder_state(w.state.model)  # collective: every rank takes part
+        if w.rank == 0:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "encoder.pt"
+                torch.save(weights, path)
+                w.logger.log_artifact(str(path), "model")
+    w.logger.flush()
