@@ -1,0 +1,68 @@
+"""What every training method gives the trainer: one forward from a batch of view sequences to a loss and the
+embeddings the probes read, plus the modules the trainer EMA-updates and shards."""
+
+from __future__ import annotations
+
+import abc
+import copy
+from typing import ClassVar, NamedTuple, Optional
+
+import torch
+from torch import nn
+
+from trainer.methods.config import MethodConfig
+
+
+class MethodOutput(NamedTuple):  # a NamedTuple so that DDP/FSDP2 find the tensors inside
+    loss: torch.Tensor  # scalar float32: what the optimizer minimises
+    z1: torch.Tensor  # (B, D) online encoder output of view 1 (classification probe; pair probe)
+    z2: torch.Tensor  # (B, D) online encoder output of view 2 (pair probe: relative action 1 -> 2)
+    z_agg: Optional[torch.Tensor] = None  # (B, E) aggregate over the observed views (seq-JEPA only)
+    z_agg_single: Optional[torch.Tensor] = None  # (B, 2, E) aggregate of view 1 alone / view 2 alone (seq-JEPA only)
+
+
+class Method(nn.Module, abc.ABC):
+    """A self-supervised method over an online encoder.
+
+    Every method is built as `cls(encoder, action_dim, cfg, action_proj_dim)` so the registry can build any
+    of them; a method that does not condition on actions ignores `action_dim` and `action_proj_dim`.
+    """
+
+    name: ClassVar[str]  # the `model.method` value
+    min_views: ClassVar[int] = 2  # views per sequence it needs (the loader gives V = model.seq_len + 1 views)
+    has_aggregate: ClassVar[bool] = False
+    paper_projector: ClassVar[tuple[int, ...]]  # projector hidden + output widths of the paper (spec §5)
+    encoder: nn.Module  # the online encoder, the one the probes read
+
+    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """(target, online) modules the trainer EMA-updates after every optimizer step; [] = no EMA target."""
+        return []
+
+    def shard_units(self) -> list[nn.Module]:
+        """Head submodules FSDP2 wraps one by one before the root (encoders are handled separately)."""
+        return []
+
+    @abc.abstractmethod
+    def forward(self, views: torch.Tensor, rel_actions: torch.Tensor) -> MethodOutput:
+        """views (B, V, C, H, W) normalised; rel_actions (B, V-1, A), rel_actions[:, j] = action view j -> j+1."""
+
+    def first_pair(self, views: torch.Tensor,
+                   rel_actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Views 0 and 1 and the action 0 -> 1: what the pairwise methods train on (spec §5)."""
+        self.require_views(views)
+        return views[:, 0], views[:, 1], rel_actions[:, 0]
+
+    def require_views(self, views: torch.Tensor) -> None:
+        if views.dim() != 5 or views.shape[1] < self.min_views:
+            raise ValueError(f"{self.name} needs views of shape (B, V>={self.min_views}, C, H, W), "
+                             f"got {tuple(views.shape)}")
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """An EMA target: a deep copy with the online module's parameter order and shapes, never trained."""
+    return copy.deepcopy(module).requires_grad_(False)
+
+
+def projector_widths(cfg: MethodConfig, paper_default: tuple[int, ...]) -> list[int]:
+    """The configured projector widths, or the method's paper default."""
+    return list(cfg.projector_dims) if cfg.projector_dims is not None else list(paper_default)

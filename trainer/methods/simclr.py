@@ -1,0 +1,32 @@
+"""SimCLR (Chen et al. 2020): invariance by contrast between the two views; the action is not used."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from trainer.methods.base import Method, MethodOutput, projector_widths
+from trainer.methods.config import MethodConfig
+from trainer.methods.gather import gather_rows
+from trainer.methods.heads import bn_projector
+from trainer.methods.losses import nt_xent
+
+
+class SimCLR(Method):
+    name = "simclr"
+    paper_projector = (2048, 2048, 2048)
+
+    def __init__(self, encoder: nn.Module, action_dim: int, cfg: MethodConfig, action_proj_dim: int = 128):
+        super().__init__()
+        self.encoder = encoder
+        self.projector = bn_projector(encoder.out_dim, projector_widths(cfg, self.paper_projector))
+        self.temperature = cfg.temperature
+
+    def shard_units(self) -> list[nn.Module]:
+        return [self.projector]
+
+    def forward(self, views: torch.Tensor, rel_actions: torch.Tensor) -> MethodOutput:
+        x1, x2, _ = self.first_pair(views, rel_actions)
+        z1, z2 = self.encoder(x1), self.encoder(x2)  # one call per view: BN statistics per view, as the authors
+        y1, y2 = gather_rows(self.projector(z1).float(), self.projector(z2).float())
+        return MethodOutput(nt_xent(y1, y2, self.temperature), z1, z2)

@@ -1,0 +1,35 @@
+"""VICReg (Bardes et al. 2022): invariance between the two views' projections, with variance and covariance
+regularisers on the global batch; the action is not used."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from trainer.methods.base import Method, MethodOutput, projector_widths
+from trainer.methods.config import MethodConfig
+from trainer.methods.gather import gather_rows
+from trainer.methods.heads import vicreg_projector
+from trainer.methods.losses import vicreg_terms
+
+
+class VICReg(Method):
+    name = "vicreg"
+    paper_projector = (2048, 2048, 2048)
+
+    def __init__(self, encoder: nn.Module, action_dim: int, cfg: MethodConfig, action_proj_dim: int = 128):
+        super().__init__()
+        self.encoder = encoder
+        self.projector = vicreg_projector(encoder.out_dim, projector_widths(cfg, self.paper_projector))
+        self.inv_coeff, self.var_coeff, self.cov_coeff = cfg.inv_coeff, cfg.var_coeff, cfg.cov_coeff
+
+    def shard_units(self) -> list[nn.Module]:
+        return [self.projector]
+
+    def forward(self, views: torch.Tensor, rel_actions: torch.Tensor) -> MethodOutput:
+        x1, x2, _ = self.first_pair(views, rel_actions)
+        z1, z2 = self.encoder(x1), self.encoder(x2)  # one call per view, as the authors
+        y1, y2 = gather_rows(self.projector(z1).float(), self.projector(z2).float())
+        invariance, variance, covariance = vicreg_terms(y1, y2)
+        loss = self.inv_coeff * invariance + self.var_coeff * variance + self.cov_coeff * covariance
+        return MethodOutput(loss, z1, z2)

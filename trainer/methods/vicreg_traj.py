@@ -1,0 +1,43 @@
+"""VICReg-Traj (spec §5): VICReg between views 0 and 1, plus a trajectory term asking the steps 0 -> 1 and
+1 -> 2 in projection space to continue in the same direction. Uses three consecutive views, no actions."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from trainer.methods.base import Method, MethodOutput, projector_widths
+from trainer.methods.config import MethodConfig
+from trainer.methods.gather import gather_rows
+from trainer.methods.heads import vicreg_projector
+from trainer.methods.losses import trajectory_term, vicreg_terms
+
+
+class VICRegTraj(Method):
+    name = "vicreg_traj"
+    min_views = 3
+    paper_projector = (2048, 2048, 2048)
+
+    def __init__(self, encoder: nn.Module, action_dim: int, cfg: MethodConfig, action_proj_dim: int = 128):
+        super().__init__()
+        self.encoder = encoder
+        self.projector = vicreg_projector(encoder.out_dim, projector_widths(cfg, self.paper_projector))
+        self.inv_coeff, self.var_coeff, self.cov_coeff = cfg.inv_coeff, cfg.var_coeff, cfg.cov_coeff
+        self.traj_alpha = cfg.traj_alpha
+
+    def shard_units(self) -> list[nn.Module]:
+        return [self.projector]
+
+    def forward(self, views: torch.Tensor, rel_actions: torch.Tensor) -> MethodOutput:
+        self.require_views(views)
+        B = views.shape[0]
+        # The three views go through the encoder and the projector in one call each (shared BN statistics),
+        # as in the authors' code.
+        z = self.encoder(views[:, :3].flatten(0, 1))
+        y = self.projector(z).float().view(B, 3, -1)
+        y_l, y_c, y_r = gather_rows(y[:, 0], y[:, 1], y[:, 2])
+        invariance, variance, covariance = vicreg_terms(y_l, y_c)
+        loss = (self.inv_coeff * invariance + self.var_coeff * variance + self.cov_coeff * covariance
+                + self.traj_alpha * trajectory_term(y_l, y_c, y_r))
+        z = z.view(B, 3, -1)
+        return MethodOutput(loss, z[:, 0], z[:, 1])
