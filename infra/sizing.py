@@ -3,7 +3,7 @@
     python infra/sizing.py                     # the tables in infra/README.md
     python infra/sizing.py --gpus 1 2 4 8 16   # other GPU counts
 
-Parameter counts come from the real model code (`trainer.model.build_model` on the recipes in
+Parameter counts come from the real model code (`trainer.methods.build_model` on the recipes in
 trainer/configs/) for the ResNet-18 recipes and the CPU convnet. Larger encoders (ResNet-50, ViT-B/16,
 ViT-L/16) are not built by this project: their encoder counts are the published ones, and the
 seq-JEPA parts around them (action embedding, aggregator, predictor, EMA target, probes) are built from
@@ -41,7 +41,7 @@ class PublishedEncoder(nn.Module):
 
 def recipe_model(recipe: str, action_dim: int, num_classes: int, channels: int = 3):
     from trainer.config import DEFAULT_CONFIG_PATH, load_config
-    from trainer.model import build_model
+    from trainer.methods import build_model
 
     config = load_config(DEFAULT_CONFIG_PATH.parent / f"{recipe}.yaml")
     return build_model(config, action_dim, channels), config, num_classes
@@ -50,7 +50,7 @@ def recipe_model(recipe: str, action_dim: int, num_classes: int, channels: int =
 def published_model(params: int, out_dim: int, blocks: int, recipe: str, action_dim: int, num_classes: int):
     """seq-JEPA with the recipe's head sizes around an encoder of a published size, on the meta device."""
     from trainer.config import DEFAULT_CONFIG_PATH, load_config
-    from trainer.model import SeqJEPA
+    from trainer.methods import SeqJEPA
 
     m = load_config(DEFAULT_CONFIG_PATH.parent / f"{recipe}.yaml").model
     with torch.device("meta"):

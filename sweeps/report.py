@@ -10,7 +10,9 @@ Figures (PNG, in --out and, for a sweep, attached to its parent run under `repor
   inv_equi_scatter.png      invariance (z_AGG top-1 at M_val = M_tr) against equivariance (R² of the
                             relative transformation from encoder pairs), one labelled point per run
   acc_vs_mval.png           z_AGG top-1 against M_val, one line per run
-and `trials.md`, the table of every run's settings and metrics.
+and `trials.md`, the table of every run's settings and metrics. Runs of several methods (`model.method`)
+add the paper's Table 1 (`table1.md`) and its invariance-equivariance scatter, one point per method
+(`table1_scatter.png`; sweeps/table1.py).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import os
 import re
 import sys
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the project importable
@@ -42,6 +44,7 @@ class Run:
     params: dict[str, str]
     metrics: dict[str, float]
     label: str  # the swept values, e.g. "seq_len=3 action_cond=True"
+    tags: dict[str, str] = field(default_factory=dict)
 
     @property
     def seq_len(self) -> int | None:
@@ -73,7 +76,7 @@ def _to_run(mlflow_run) -> Run:
     tags = mlflow_run.data.tags
     name = tags.get("mlflow.runName", mlflow_run.info.run_id)
     return Run(mlflow_run.info.run_id, name, mlflow_run.info.status, dict(mlflow_run.data.params),
-               dict(mlflow_run.data.metrics), tags.get(PARAMS_TAG) or name)
+               dict(mlflow_run.data.metrics), tags.get(PARAMS_TAG) or name, dict(tags))
 
 
 def _search(uri: str, experiment_ids: list[str], filter_string: str) -> list:
@@ -152,7 +155,7 @@ def markdown_table(runs: list[Run], keys: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on a cluster node
@@ -172,7 +175,7 @@ def heatmap(runs: list[Run], keys: list[str], path: Path) -> Path | None:
             cells[tuple(r.params.get(k) for k in others)][(mval, r.seq_len)].append(acc)
     if not cells:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     values = [v for panel in cells.values() for vs in panel.values() for v in vs]
     vmin, vmax = min(values), max(values)
     fig, axes = plt.subplots(1, len(cells), figsize=(1.0 + 3.4 * len(cells), 4.2), squeeze=False)
@@ -202,7 +205,7 @@ def heatmap(runs: list[Run], keys: list[str], path: Path) -> Path | None:
 
 def _styles(runs: list[Run], keys: list[str]) -> dict[str, dict]:
     """Run id -> matplotlib style: colour by the first varying key's value, line/marker by the second's."""
-    plt = _pyplot()
+    plt = pyplot()
     values = [sorted({r.params.get(k) for r in runs}, key=_natural) for k in keys[:2]]
     colours = plt.get_cmap("viridis" if keys and len(values[0]) > 2 else "tab10")
     styles = {}
@@ -227,7 +230,7 @@ def scatter(runs: list[Run], keys: list[str], path: Path) -> Path | None:
     points = [(r, acc, r2) for r, acc, r2 in points if acc is not None and r2 is not None]
     if not points:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     styles = _styles(runs, keys)
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     # Short labels (the values only, keys in the title); neighbours in accuracy alternate above and below.
@@ -251,7 +254,7 @@ def curves(runs: list[Run], keys: list[str], path: Path) -> Path | None:
     lines = [(r, r.acc_by_mval()) for r in runs if r.acc_by_mval()]
     if not lines:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     styles = _styles(runs, keys)
     fig, ax = plt.subplots(figsize=(7.2, 4.6))
     for r, acc in lines:
@@ -275,6 +278,10 @@ def make_report(runs: list[Run], out: Path, uri: str | None = None, parent_run_i
     made = [p for p in (heatmap(runs, keys, out / "heatmap_acc_mtr_mval.png"),
                         scatter(runs, keys, out / "inv_equi_scatter.png"),
                         curves(runs, keys, out / "acc_vs_mval.png")) if p is not None]
+    if len({r.params.get("model.method", "seq_jepa") for r in runs}) > 1:
+        from sweeps.table1 import table1_rows, write_table1
+
+        made += write_table1(table1_rows(runs), out)
     if uri and parent_run_id:
         from trainer.tracking import MetricsLogger
 

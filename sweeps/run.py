@@ -24,9 +24,12 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 def tune_search_space(spec) -> dict:
     from ray import tune
 
+    from sweeps.spec import VARIANT
+
     make = {"grid": tune.grid_search, "choice": tune.choice, "uniform": lambda v: tune.uniform(*v),
             "loguniform": lambda v: tune.loguniform(*v), "randint": lambda v: tune.randint(*v)}
-    return {key: make[domain.kind](domain.values) for key, domain in spec.search_space.items()}
+    space = {VARIANT: tune.grid_search(list(spec.variants))} if spec.variants else {}
+    return {**space, **{key: make[domain.kind](domain.values) for key, domain in spec.search_space.items()}}
 
 
 def scheduler_of(spec):

@@ -7,6 +7,9 @@
       overrides: [train.epochs=2]        # dotted training-config overrides shared by every trial
     search_space:                        # any training-config key -> one domain
       model.seq_len: {grid: [1, 2, 3]}   # grid (every value), choice, uniform, loguniform, randint [lo, hi)
+    variants:                            # optional: named sets of overrides, one more grid axis (`variant`)
+      simclr: [model.method=simclr]      #   e.g. methods side by side; each crossed with the search space
+      untrained: [optim.lr=0]
     metric: eval/inv/acc_agg/M3          # optional: the metric to optimise (or only record, with FIFO)
     mode: max
     scheduler: {name: fifo}              # or {name: asha, grace_period: 1, reduction_factor: 2, max_t: 100}
@@ -17,7 +20,7 @@
     experiment: seq-jepa-sweeps          # MLflow experiment holding the parent and child runs
     storage_path: ~/seq-jepa/sweeps      # Tune's experiment state and the trials' checkpoints
 
-Every key above except `name` and `search_space` has a default; an unknown key, a bad domain, or a
+Every key above except `name` and `search_space` (or `variants`) has a default; an unknown key, a bad domain, or a
 search-space key the training config does not have is a one-line error naming it.
 """
 
@@ -37,6 +40,7 @@ from trainer.config import DEFAULT_CONFIG_PATH, Config, build_dataclass, load_co
 from trainer.errors import ConfigError
 
 DOMAINS = ("grid", "choice", "uniform", "loguniform", "randint")
+VARIANT = "variant"  # the trial parameter naming a trial's variant (sweep key `variants`)
 SCHEDULERS = ("fifo", "asha")
 # Metrics the trainer reports while it trains (per epoch): the only ones ASHA can stop trials on.
 ONLINE_METRIC_PREFIXES = ("train/", "inv/", "equi/", "val/")
@@ -90,6 +94,7 @@ class Evaluate:
 class SweepSpec:
     name: str
     search_space: dict[str, Domain]
+    variants: dict[str, list[str]] = field(default_factory=dict)  # name -> its overrides (a grid axis)
     base: Base = field(default_factory=Base)
     metric: str | None = None
     mode: str = "max"
@@ -125,8 +130,10 @@ class SweepSpec:
                                         if value is not None)]
 
     def trial_overrides(self, params: dict[str, Any]) -> list[str]:
-        """The overrides of one trial: the shared ones, then its sampled values (JSON is valid YAML)."""
-        return [*self.fixed_overrides(), *(f"{key}={json.dumps(value)}" for key, value in params.items())]
+        """The overrides of one trial: the shared ones, its variant's, then its sampled values (JSON is valid YAML)."""
+        sampled = {key: value for key, value in params.items() if key != VARIANT}
+        return [*self.fixed_overrides(), *self.variants.get(params.get(VARIANT), []),
+                *(f"{key}={json.dumps(value)}" for key, value in sampled.items())]
 
     def to_dict(self) -> dict:
         tree = dataclasses.asdict(self)
@@ -187,6 +194,17 @@ def _domain(key: str, value: Any) -> Domain:
     return Domain(kind, values)
 
 
+def _variants(value: Any) -> dict[str, list[str]]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, list) for k, v in value.items()):
+        raise ConfigError(f"sweep key 'variants' must map names to lists of 'key=value' overrides, got {value!r}")
+    for name, overrides in value.items():
+        if not all(isinstance(o, str) and "=" in o for o in overrides):
+            raise ConfigError(f"variants.{name} must be a list of 'key=value' strings, got {overrides!r}")
+    return {str(k): list(v) for k, v in value.items()}
+
+
 def _scalar(tree: dict, key: str, types: tuple, default: Any, check=lambda v: True, what: str = "") -> Any:
     value = tree.get(key, default)
     if value is None and default is None:
@@ -204,11 +222,12 @@ def spec_from_tree(tree: dict, source: str = "") -> SweepSpec:
             raise ConfigError(f"unknown sweep key '{key}'; allowed: {', '.join(allowed)} (and extends)")
     name = _scalar(tree, "name", (str,), "", lambda v: v.strip() != "" and "/" not in v,
                    "a non-empty name without '/'")
-    space = tree.get("search_space")
-    if not isinstance(space, dict) or not space:
-        raise ConfigError("sweep key 'search_space' must map at least one training-config key to a domain")
+    space, variants = tree.get("search_space") or {}, _variants(tree.get("variants"))
+    if not isinstance(space, dict) or not (space or variants):
+        raise ConfigError("sweep key 'search_space' must map at least one training-config key to a domain (or "
+                          "'variants' name at least one variant)")
     spec = SweepSpec(
-        name=name, search_space={key: _domain(key, value) for key, value in space.items()},
+        name=name, search_space={key: _domain(key, value) for key, value in space.items()}, variants=variants,
         base=_section(Base, tree.get("base"), "base"),
         metric=_scalar(tree, "metric", (str,), None),
         mode=_scalar(tree, "mode", (str,), "max", lambda v: v in ("max", "min"), "max or min"),
@@ -257,6 +276,11 @@ def check_against_config(spec: SweepSpec) -> None:
         raise ConfigError(f"sweep base.config '{spec.base.config}' is neither a recipe ({', '.join(recipes)}) "
                           f"nor a YAML file ({path} does not exist)")
     base = load_config(path, spec.fixed_overrides())
+    for variant, overrides in spec.variants.items():
+        try:
+            load_config(path, [*spec.fixed_overrides(), *overrides])
+        except ConfigError as err:
+            raise ConfigError(f"variants.{variant}: {err}") from None
     for key, domain in spec.search_space.items():
         for value in domain.corners():
             try:

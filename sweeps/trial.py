@@ -16,10 +16,10 @@ from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from sweeps.spec import SweepSpec
+from sweeps.spec import VARIANT, SweepSpec
 from trainer.config import Config, config_from_dict, load_config, to_dict
 from trainer.launch import build_trainer, ensure_dataset, resolve_paths
-from trainer.tracking import PARAMS_TAG, PARENT_TAG, SWEEP_TAG, TRIAL_TAG, finish_run, start_or_resume_run
+from trainer.tracking import PARAMS_TAG, PARENT_TAG, SWEEP_TAG, TRIAL_TAG, VARIANT_TAG, finish_run, start_or_resume_run
 
 # In a trial's last Tune result. Tune's own `done` is not enough: it is added to the last result in
 # place when the function returns, and an experiment snapshot taken between that result and the
@@ -63,8 +63,10 @@ def run_trial(params: dict, spec: SweepSpec, parent_run_id: str, tracking_uri: s
     trial_id = tune.get_context().get_trial_id()
     config = trial_config(spec, params, trial_id, tracking_uri)
     ensure_dataset(config)  # cheap when the driver prepared it; needed when the search space moves data.*
-    run_id, _ = start_or_resume_run(config, tracking_uri, tags={PARENT_TAG: parent_run_id, SWEEP_TAG: spec.name,
-                                                                TRIAL_TAG: trial_id, PARAMS_TAG: describe(params)})
+    tags = {PARENT_TAG: parent_run_id, SWEEP_TAG: spec.name, TRIAL_TAG: trial_id, PARAMS_TAG: describe(params)}
+    if VARIANT in params:
+        tags[VARIANT_TAG] = params[VARIANT]
+    run_id, _ = start_or_resume_run(config, tracking_uri, tags=tags)
     trainer = build_trainer(config, {"tracking_uri": tracking_uri, "run_id": run_id},
                             callbacks=[TuneReportCallback()])
     try:

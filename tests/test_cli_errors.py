@@ -22,6 +22,8 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     ("scaling.parallelism=fsdp", "scaling.parallelism must be one of 'fsdp2', 'ddp', got 'fsdp'"),
     ("data.batch_size=129", "data.batch_size=129 is not divisible by scaling.num_workers=2"),
     ("seq_len", "override 'seq_len' is not of the form key=value"),
+    ("model.method=simsiam", "unknown method 'simsiam' (model.method); valid: byol, cond_byol, equimod, sen, seq_jepa"),
+    ("method.temperature=0", "method.temperature must be > 0, got 0"),
 ])
 def test_bad_config_is_one_clear_line(override, expected):
     result = _run(override)
@@ -37,8 +39,9 @@ def test_missing_config_file_is_clear():
     assert "config file not found: no/such/file.yaml" in result.stderr
 
 
-def test_missing_dataset_is_clear(tmp_path):
-    result = _run(f"data.shards={tmp_path / 'nothing'}", "data.prepare=false")
+@pytest.mark.parametrize("method", ["seq_jepa", "simclr", "byol", "vicreg", "sie"])  # one per family
+def test_missing_dataset_is_clear(tmp_path, method):
+    result = _run(f"data.shards={tmp_path / 'nothing'}", "data.prepare=false", f"model.method={method}")
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")

@@ -14,7 +14,7 @@ from tests.test_source_pls import write_imagenet, write_stl10
 from trainer.config import load_config
 from trainer.data import build_loader, normalisation, to_device
 from trainer.launch import ensure_dataset
-from trainer.model import build_model
+from trainer.methods import build_model
 from trainer.training.probes import OnlineProbes, probe_features, probe_loss
 
 
@@ -75,7 +75,7 @@ def test_raw_files_to_shards_to_a_training_step(dataset, tmp_path):
 
     model = build_model(config, loader.action_dim, loader.channels)
     views = to_device(batch, torch.device("cpu"), *normalisation(loader, torch.device("cpu")))["views"]
-    out = model(views[:, :-1], views[:, -1], batch["rel_actions"])
+    out = model(views, batch["rel_actions"])
     out.loss.backward()
     assert torch.isfinite(out.loss) and model.encoder.blocks[0][0].weight.grad is not None
 
@@ -92,7 +92,7 @@ def test_stl10_trains_on_its_unlabeled_split_and_the_probes_skip_its_missing_lab
     assert (batch["label"] == -1).all()  # the unlabeled split
     model = build_model(config, loader.action_dim, loader.channels)
     views = to_device(batch, torch.device("cpu"), *normalisation(loader, torch.device("cpu")))["views"]
-    out = model(views[:, :-1], views[:, -1], batch["rel_actions"])
+    out = model(views, batch["rel_actions"])
     probes = OnlineProbes(model.encoder.out_dim, model.token_dim, loader.action_dim, loader.num_classes, 8)
     loss = out.loss + probe_loss(probes(probe_features(out)), batch["label"], batch["rel_actions"][:, 0])
     assert torch.isfinite(loss)

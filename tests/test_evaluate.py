@@ -22,7 +22,7 @@ from trainer.data import build_frozen_view_loader
 from trainer.evaluate import evaluate, load_checkpoint_config, log_to_mlflow, main
 from trainer.evaluation import feature_cache
 from trainer.evaluation.features import SplitFeatures
-from trainer.model import build_model
+from trainer.methods import build_model
 
 TINY_EVAL = ["eval.seq_lens=[1, 3]", "eval.train_samples=192", "eval.val_samples=128", "eval.epochs=2",
              "eval.hidden=16", "eval.batch_size=64"]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainer.methods import METHODS, MethodConfig, MethodOutput, build_method
+from trainer.methods import BASELINES, MethodConfig, MethodOutput, build_method
 from trainer.model import build_encoder
 
-ALL = sorted(METHODS)
+ALL = sorted(BASELINES)
 ACTION_CONDITIONED = ["cond_byol", "equimod", "sen", "sie"]
 SMALL = MethodConfig(projector_dims=[64, 32])  # the paper's layouts at a tenth of the width: fast on a CPU
 

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from trainer.config import load_config
+from trainer.config.schema import THREE_VIEW_METHODS
 from trainer.errors import ConfigError
-from trainer.methods import METHOD_NAMES, METHODS, MethodConfig, build_method
+from trainer.methods import BASELINES, METHOD_NAMES, MethodConfig, build_method, method_class
 from trainer.model import build_encoder
 
 # Trainable parameters in millions for ResNet-18 (standard stem, D=512), A=4, P=128 (spec §8.1), and the
@@ -30,9 +32,9 @@ def test_parameter_counts_match_the_paper_for_resnet18(name):
 
 
 def test_registry_holds_every_baseline_and_the_names_list_adds_seq_jepa():
-    assert sorted(METHODS) == ["byol", "cond_byol", "equimod", "sen", "sie", "simclr", "vicreg", "vicreg_traj"]
-    assert list(METHOD_NAMES) == sorted([*METHODS, "seq_jepa"])
-    assert all(cls.name == name for name, cls in METHODS.items())
+    assert sorted(BASELINES) == ["byol", "cond_byol", "equimod", "sen", "sie", "simclr", "vicreg", "vicreg_traj"]
+    assert set(METHOD_NAMES) == {*BASELINES, "seq_jepa"} and len(METHOD_NAMES) == len(BASELINES) + 1
+    assert all(cls.name == name for name, cls in BASELINES.items())
 
 
 def test_an_unknown_method_names_every_valid_one():
@@ -43,7 +45,7 @@ def test_an_unknown_method_names_every_valid_one():
 
 
 def test_seq_jepa_is_not_built_here():
-    with pytest.raises(ValueError, match="trainer.model.SeqJEPA"):
+    with pytest.raises(ValueError, match=r"build it with build_model\(config"):
         build_method("seq_jepa", build_encoder("convnet", 1, width=4), 4, MethodConfig())
 
 
@@ -72,7 +74,24 @@ def test_projector_dims_set_every_projector_width():
     assert [m.out_features for m in model.projector_equi if isinstance(m, torch.nn.Linear)] == [48, 24]
 
 
-def test_the_config_section_imports_without_torch():
-    code = ("import sys; from trainer.methods import MethodConfig, METHOD_NAMES; MethodConfig().check(); "
-            "assert 'torch' not in sys.modules, 'torch was imported'")
+def test_the_config_schema_and_its_method_section_import_without_torch():
+    """A bad config is reported before anything heavy is imported."""
+    code = ("import sys; from trainer.config import MethodConfig, METHOD_NAMES, load_config; MethodConfig().check(); "
+            "load_config(None, ['model.method=simclr']); assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], check=True)
+
+
+def test_an_unknown_model_method_is_one_config_error_listing_the_valid_ones():
+    valid = "byol, cond_byol, equimod, sen, seq_jepa, sie, simclr, vicreg, vicreg_traj"
+    with pytest.raises(ConfigError, match=rf"unknown method 'simsiam' \(model.method\); valid: {valid}$"):
+        load_config(None, ["model.method=simsiam"])
+
+
+def test_three_view_methods_need_two_observed_views_before_anything_starts():
+    with pytest.raises(ConfigError, match="model.method=vicreg_traj trains on three consecutive views"):
+        load_config(None, ["model.method=vicreg_traj", "model.seq_len=1"])
+    assert load_config(None, ["model.method=vicreg_traj", "model.seq_len=2"]).model.method == "vicreg_traj"
+
+
+def test_the_schema_knows_which_methods_need_three_views():
+    assert {name for name in METHOD_NAMES if method_class(name).min_views == 3} == set(THREE_VIEW_METHODS)

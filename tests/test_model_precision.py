@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from trainer.model import SeqJEPA, build_encoder
+from trainer.methods import SeqJEPA
+from trainer.model import build_encoder
 from trainer.model.batchnorm import BatchNorm1d, BatchNorm2d
 
 
@@ -18,7 +19,7 @@ def test_batchnorm_stays_fp32_under_bf16_autocast():
     for m in bns:
         m.register_forward_hook(lambda _m, _i, out: out_dtypes.append(out.dtype))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model(torch.randn(4, 2, 1, 16, 16), torch.randn(4, 1, 16, 16), torch.randn(4, 2, 3))
+        out = model(torch.randn(4, 3, 1, 16, 16), torch.randn(4, 2, 3))
     assert out.loss.dtype == torch.float32
     assert out_dtypes and set(out_dtypes) == {torch.float32}
     out.loss.backward()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainer.model import SeqJEPA, build_encoder
+from trainer.methods import SeqJEPA
+from trainer.model import build_encoder
 
 B, C, S, A = 4, 1, 16, 5
 
@@ -22,6 +23,11 @@ def _inputs(m: int, seed: int = 1):
             torch.randn(B, m, A, generator=g))
 
 
+def _forward(model: SeqJEPA, obs: torch.Tensor, target: torch.Tensor, actions):
+    """The model on observed views + the target view, as the trainer calls it: (B, M+1, C, H, W)."""
+    return model(torch.cat([obs, target[:, None]], dim=1), actions)
+
+
 def _capture_inputs(module: torch.nn.Module, store: list):
     return module.register_forward_pre_hook(lambda _mod, args: store.append(args[0].detach().clone()))
 
@@ -29,23 +35,23 @@ def _capture_inputs(module: torch.nn.Module, store: list):
 @pytest.mark.parametrize("m", [1, 2, 3, 4, 5])
 def test_output_shapes_for_seq_len_1_to_5(m):
     model = _model()
-    out = model(*_inputs(m))
+    out = _forward(model, *_inputs(m))
     D, E = model.feature_dim, model.token_dim
     assert (D, E) == (32, 40)
     assert out.loss.shape == () and out.loss.dtype == torch.float32
     assert out.z_agg.shape == (B, E) and out.z_enc.shape == (B, m, D)
     assert out.target_emb.shape == (B, D) and out.prediction.shape == (B, D)
-    assert out.pair[0].shape == out.pair[1].shape == (B, D)
+    assert out.z1.shape == out.z2.shape == (B, D)
     assert out.z_agg_single.shape == (B, 2, E) and not out.z_agg_single.requires_grad
     expected_z2 = out.z_enc[:, 1] if m >= 2 else out.target_emb  # spec §1.11
-    assert torch.equal(out.pair[1], expected_z2) and torch.equal(out.pair[0], out.z_enc[:, 0])
+    assert torch.equal(out.z2, expected_z2) and torch.equal(out.z1, out.z_enc[:, 0])
 
 
 def test_last_token_action_is_zero():
     model = _model()
     seen = []
     _capture_inputs(model.aggregator, seen)
-    model(*_inputs(3))
+    _forward(model, *_inputs(3))
     sequence = seen[0]  # (B, 1 + M, E): [AGG] then the M view tokens
     D = model.feature_dim
     assert sequence.shape == (B, 4, model.token_dim)
@@ -61,7 +67,7 @@ def test_predictor_receives_last_to_target_action():
     def run(acts):
         tokens, pred_in = [], []
         h1, h2 = _capture_inputs(model.aggregator, tokens), _capture_inputs(model.predictor, pred_in)
-        model(obs, target, acts)
+        _forward(model, obs, target, acts)
         h1.remove(), h2.remove()
         return tokens[0], pred_in[0]
 
@@ -84,7 +90,7 @@ def test_predictor_receives_last_to_target_action():
 
 def test_no_gradient_reaches_target_encoder():
     model = _model()
-    out = model(*_inputs(2))
+    out = _forward(model, *_inputs(2))
     assert not out.target_emb.requires_grad
     out.loss.backward()
     assert all(not p.requires_grad and p.grad is None for p in model.target_encoder.parameters())
@@ -95,11 +101,11 @@ def test_without_ema_target_is_detached_online_encoder():
     model = _model(use_ema=False)
     assert model.target_encoder is None
     obs, target, actions = _inputs(2)
-    out = model(obs, target, actions)
+    out = _forward(model, obs, target, actions)
     assert not out.target_emb.requires_grad
     out.loss.backward()  # gradient flows through the observed views only
     model.eval()
-    assert torch.allclose(model(obs, target, actions).target_emb, model.encoder(target))
+    assert torch.allclose(_forward(model, obs, target, actions).target_emb, model.encoder(target))
 
 
 def test_without_action_conditioning_widths():
@@ -108,9 +114,9 @@ def test_without_action_conditioning_widths():
     assert model.token_dim == D and model.action_embedding is None
     seen = []
     _capture_inputs(model.predictor, seen)
-    out = model(*_inputs(3))
+    out = _forward(model, *_inputs(3))
     assert seen[0].shape == (B, D) and out.z_agg.shape == (B, D)
-    assert model(_inputs(2)[0], _inputs(2)[1], None).z_agg.shape == (B, D)  # actions are not needed
+    assert _forward(model, _inputs(2)[0], _inputs(2)[1], None).z_agg.shape == (B, D)  # actions are not needed
 
 
 def test_raw_action_variant_keeps_predictor_action_and_caller_tensor():
@@ -122,7 +128,7 @@ def test_raw_action_variant_keeps_predictor_action_and_caller_tensor():
     original = actions.clone()
     tokens, pred_in = [], []
     _capture_inputs(model.aggregator, tokens), _capture_inputs(model.predictor, pred_in)
-    model(obs, target, actions)
+    _forward(model, obs, target, actions)
     assert torch.equal(actions, original), "the caller's action tensor must not be mutated (spec §7.B4)"
     assert torch.equal(pred_in[0][:, E:E + A], actions[:, -1]) and pred_in[0][:, E:E + A].abs().sum() > 0
     assert torch.all(pred_in[0][:, E + A:] == 0)
@@ -148,7 +154,7 @@ def test_transformer_layers_start_identical():
 def test_aggregate_accepts_any_number_of_views():
     model = _model().eval()
     obs, target, actions = _inputs(3)
-    out = model(obs, target, actions)
+    out = _forward(model, obs, target, actions)
     assert torch.allclose(model.aggregate(out.z_enc, actions), out.z_agg, atol=1e-6)
     z_long = torch.randn(B, 7, model.feature_dim)
     assert model.aggregate(z_long, torch.randn(B, 7, A)).shape == (B, model.token_dim)
@@ -156,7 +162,7 @@ def test_aggregate_accepts_any_number_of_views():
 
 def test_single_view_aggregate_sees_no_action():
     model = _model().eval()
-    out = model(*_inputs(3))
+    out = _forward(model, *_inputs(3))
     z1_alone = model.aggregate(out.z_enc[:, :1], torch.randn(B, 1, A))  # any action: the only token gets 0
     assert torch.allclose(out.z_agg_single[:, 0], z1_alone, atol=1e-6)
 
@@ -175,3 +181,20 @@ def test_keep_last_action_gives_every_token_its_action():
     assert torch.allclose(model.aggregate(z, actions), model.aggregate(z, other_last), atol=1e-6)
     no_actions = _model(action_cond=False).eval()  # nothing to keep: the flag changes nothing
     assert torch.equal(no_actions.aggregate(z, actions, keep_last_action=True), no_actions.aggregate(z, actions))
+
+
+def test_seq_jepa_as_one_method_among_others_keeps_its_loss_and_gradients():
+    """Pinned before seq-JEPA became a `Method` (commit ad028cc, where it was bitwise equal on this project's
+    CPU): the embedded default's model, seed 0, a fixed batch. The tolerance only allows for another CPU's kernels."""
+    from trainer.config import load_config
+    from trainer.methods import build_model
+
+    torch.manual_seed(0)
+    model = build_model(load_config(None, ["train.channels_last=false"]), action_dim=7, in_channels=1)
+    g = torch.Generator().manual_seed(1)
+    views, actions = torch.randn(8, 4, 1, 32, 32, generator=g), torch.randn(8, 3, 7, generator=g)
+    out = model(views, actions)
+    out.loss.backward()
+    grad_norm = sum(p.grad.double().pow(2).sum() for p in model.parameters() if p.grad is not None).sqrt()
+    assert out.loss.item() == pytest.approx(1.004951000213623, rel=1e-6)
+    assert grad_norm.item() == pytest.approx(1.5695761379570063, rel=1e-5)

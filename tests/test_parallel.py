@@ -10,7 +10,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from trainer.model import SeqJEPA, build_encoder
+from trainer.methods import SeqJEPA
+from trainer.model import build_encoder
 from trainer.training.parallel import parallelize, replicate
 from trainer.training.probes import OnlineProbes
 from trainer.training.state import TrainState

@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from sweeps.report import child_runs, experiment_runs, heatmap, main, markdown_table, varying_keys
-from trainer.tracking import PARAMS_TAG, PARENT_TAG, ROLE_TAG, SWEEP_TAG, log_params, open_run
+from trainer.tracking import (
+    PARAMS_TAG,
+    PARENT_TAG,
+    ROLE_TAG,
+    SWEEP_TAG,
+    UNTRAINED_TAG,
+    VARIANT_TAG,
+    log_params,
+    open_run,
+)
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -75,3 +84,52 @@ def test_all_runs_of_an_experiment_and_clear_errors(sweep_store, mlflow_uri, tmp
     assert "no sweep named 'nope'" in capsys.readouterr().err
     assert main(["--all-runs", "--experiment", "missing", "--tracking-uri", mlflow_uri]) == 2
     assert "no MLflow experiment named 'missing'" in capsys.readouterr().err
+
+
+@pytest.fixture
+def methods_store(mlflow_uri):
+    """A methods sweep's runs: two seeds of seq-JEPA and SimCLR, one of the untrained floor."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    parent, _ = open_run(mlflow_uri, "sweeps", "methods", {SWEEP_TAG: "methods", ROLE_TAG: "sweep"})
+    client = MlflowClient(mlflow_uri)
+    trials = [("seq_jepa", "seq_jepa", 0, 60.0), ("seq_jepa", "seq_jepa", 1, 62.0), ("simclr", "simclr", 0, 55.0),
+              ("simclr", "simclr", 1, 57.0), ("untrained", "seq_jepa", 0, 40.0)]
+    for variant, method, seed, top1 in trials:
+        tags = {PARENT_TAG: parent, SWEEP_TAG: "methods", PARAMS_TAG: f"variant={variant} seed={seed}",
+                VARIANT_TAG: variant, UNTRAINED_TAG: str(variant == "untrained").lower()}
+        run, _ = open_run(mlflow_uri, "sweeps", f"methods-{variant}-{seed}", tags)
+        log_params(mlflow_uri, run, {"model.seq_len": 3, "model.method": method, "train.seed": seed})
+        metrics = {"eval/inv/acc_enc": top1 - 5, "eval/equi/r2_enc": 0.5, "eval/equi/r2_enc/rotation": top1 / 100,
+                   "eval/equi/r2_abs/rotation": 0.4, "eval/eff_rank_enc": 30.0 + seed}
+        if method == "seq_jepa":
+            metrics.update({"eval/inv/acc_agg/M1": top1 - 10, "eval/inv/acc_agg/M3": top1,
+                            "eval/inv/acc_agg/M6": top1 + 3})
+        client.log_batch(run, metrics=[Metric(k, v, 0, 10) for k, v in metrics.items()])
+        client.set_terminated(run)
+    return parent
+
+
+def test_table1_one_row_per_variant_averaged_over_seeds(methods_store, mlflow_uri, tmp_path):
+    from sweeps.table1 import table1_markdown, table1_rows
+
+    rows = table1_rows(child_runs(mlflow_uri, methods_store))
+    assert [(r.variant, r.family, len(r.runs)) for r in rows] == [
+        ("seq_jepa", "seq-JEPA", 2), ("simclr", "invariant", 2), ("untrained", "floor", 1)]
+    seq_jepa, simclr, floor = rows
+    assert seq_jepa.value("top-1") == 61.0 and seq_jepa.value("best M_val top-1") == 64.0  # z_AGG, M_val = M_tr = 3
+    assert simclr.value("top-1") == 51.0 and simclr.value("best M_val top-1") is None  # the encoder: no aggregate
+    assert floor.value("top-1") == 40.0 and seq_jepa.value("eff. rank") == 30.5
+    table = table1_markdown(rows)
+    assert "| seq_jepa | seq_jepa | 2 | 61.0 | 64.0 | 56.0 | 0.500 | 0.610 | 0.400 | 30.5 |" in table
+    assert "| simclr | simclr | 2 | 51.0 | – |" in table
+
+    assert main(["--sweep", "methods", "--experiment", "sweeps", "--tracking-uri", mlflow_uri,
+                 "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "table1_scatter.png").read_bytes()[:8] == PNG
+    assert "| untrained | seq_jepa | 1 |" in (tmp_path / "out" / "table1.md").read_text()
+    from mlflow.tracking import MlflowClient
+
+    attached = {a.path for a in MlflowClient(mlflow_uri).list_artifacts(methods_store, "report")}
+    assert {"report/table1.md", "report/table1_scatter.png"} <= attached

@@ -25,8 +25,31 @@ def test_every_sweep_named_by_the_issue_is_shipped_for_every_paper_dataset():
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.relative_to(SWEEPS).as_posix())
 def test_shipped_sweep_loads_and_every_trial_config_is_valid(path):
     spec = load_sweep(path)
-    assert spec.search_space and spec.name
+    assert (spec.search_space or spec.variants) and spec.name
     assert spec.base_config_path().is_file()
+
+
+def test_the_methods_sweep_names_every_method_and_the_floor_on_every_dataset():
+    from trainer.config import METHOD_NAMES
+
+    names = {p.relative_to(SWEEPS).as_posix() for p in SHIPPED}
+    assert {"methods.yaml", "3diebench/methods.yaml", "cifar100/methods.yaml", "tinyimagenet/methods.yaml"} <= names
+    spec = load_sweep(SWEEPS / "methods.yaml")
+    methods = {o.split("=")[1] for overrides in spec.variants.values() for o in overrides
+               if o.startswith("model.method=")}
+    assert methods == set(METHOD_NAMES)
+    assert spec.variants["untrained"] == ["model.method=seq_jepa", "optim.lr=0"]
+    assert "model.action_cond=false" in spec.variants["seq_jepa_no_actions"]
+    trial = spec.trial_overrides({"variant": "simclr", "train.seed": 1})
+    assert trial[-2:] == ["model.method=simclr", "train.seed=1"]
+    assert load_sweep(SWEEPS / "3diebench" / "methods.yaml").variants == spec.variants
+
+
+def test_a_bad_variant_is_one_clear_error():
+    with pytest.raises(ConfigError, match="variants.bad: unknown method 'simsiam'"):
+        load_sweep(SWEEPS / "methods.yaml", ["variants.bad=[model.method=simsiam]"])
+    with pytest.raises(ConfigError, match="variants.bad must be a list of 'key=value' strings"):
+        load_sweep(SWEEPS / "methods.yaml", ["variants.bad=[simclr]"])
 
 
 def test_extends_merges_sections_and_replaces_the_search_space():

@@ -20,11 +20,14 @@ from trainer.errors import ConfigError, TrackingError, describe
 from trainer.redact import redact_text, redact_tree, redact_value
 
 RUN_NAME_TAG = "seq_jepa.run_name"  # a training run's `run.name`: how a resumed job finds its MLflow run
+METHOD_TAG = "method"  # model.method: the MLflow UI compares methods side by side
+UNTRAINED_TAG = "untrained"  # "true" for a run with optim.lr=0: the untrained-encoder floor of every comparison
 # A sweep in MLflow: one parent run, one child run per trial (set by sweeps/, read by its report too).
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests the child under its parent run
 SWEEP_TAG = "seq_jepa.sweep"
 TRIAL_TAG = "seq_jepa.trial_id"
 PARAMS_TAG = "seq_jepa.trial_params"  # the trial's swept values, short, for labels in the report
+VARIANT_TAG = "seq_jepa.variant"  # the trial's named variant (a sweep's `variants`): a row of the methods table
 ROLE_TAG = "seq_jepa.role"  # "sweep" on a sweep's parent run
 # MLflow 3's UI opens an experiment without a kind in its GenAI view (traces, evaluations): ask for the
 # model-training view of runs and metrics instead.
@@ -125,7 +128,8 @@ def start_or_resume_run(config: Config, uri: str, tags: dict[str, str] | None = 
     `tags` are added to a new run (a sweep's trial passes `mlflow.parentRunId` to nest under its sweep).
     """
     run_tags = {"dataset": config.data.dataset, "parallelism": config.scaling.parallelism,
-                "encoder": config.model.encoder, **(tags or {})}
+                "encoder": config.model.encoder, METHOD_TAG: config.model.method,
+                UNTRAINED_TAG: str(config.optim.lr == 0).lower(), **(tags or {})}
     run_id, resumed = open_run(uri, config.tracking.experiment, config.run.name, run_tags)
     if resumed:
         return run_id, True

@@ -11,11 +11,13 @@ from trainer.config.loading import (
                                     to_dict,
 )
 from trainer.config.schema import (
+                                    METHOD_NAMES,
                                     Config,
                                     DataConfig,
                                     EmaConfig,
                                     EvalConfig,
                                     FaultsConfig,
+                                    MethodConfig,
                                     ModelConfig,
                                     OptimConfig,
                                     ProbeConfig,
@@ -25,7 +27,7 @@ from trainer.config.schema import (
                                     TrainConfig,
 )
 
-__all__ = ["Config", "DataConfig", "ModelConfig", "EmaConfig", "OptimConfig", "ProbeConfig", "EvalConfig",
-           "TrainConfig", "ScalingConfig", "RunConfig", "FaultsConfig", "TrackingConfig", "DEFAULT_CONFIG_PATH",
-           "build_dataclass", "config_from_dict", "flatten", "load_config", "read_yaml_mapping", "set_nested",
-           "to_dict"]
+__all__ = ["METHOD_NAMES", "Config", "DataConfig", "ModelConfig", "MethodConfig", "EmaConfig", "OptimConfig",
+           "ProbeConfig", "EvalConfig", "TrainConfig", "ScalingConfig", "RunConfig", "FaultsConfig", "TrackingConfig",
+           "DEFAULT_CONFIG_PATH", "build_dataclass", "config_from_dict", "flatten", "load_config", "read_yaml_mapping",
+           "set_nested", "to_dict"]

@@ -13,6 +13,10 @@ from typing import Literal, Optional
 
 from trainer.errors import ConfigError
 
+# Every training method (`model.method`): seq_jepa, then the paper's baselines (trainer/methods/, spec §5).
+METHOD_NAMES = ("seq_jepa", "byol", "cond_byol", "equimod", "sen", "sie", "simclr", "vicreg", "vicreg_traj")
+THREE_VIEW_METHODS = ("vicreg_traj",)  # trained on three consecutive views: model.seq_len >= 2
+
 
 def require(ok: bool, message: str) -> None:
     if not ok:
@@ -82,6 +86,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    method: str = "seq_jepa"  # the training method: seq_jepa, or a baseline of Table 1 (see METHOD_NAMES, `method.*`)
     encoder: Literal["resnet18", "convnet"] = "resnet18"  # convnet: a small 4-block CNN for CPU runs
     cifar_stem: bool = False  # ResNet-18 with 3x3/1 stem and no max-pool (small images)
     conv_width: int = 32  # convnet width of the first block (output dim = 8 x width)
@@ -97,6 +102,8 @@ class ModelConfig:
     pred_hidden: int = 1024  # predictor hidden width (<= 0: a single linear layer)
 
     def check(self) -> None:
+        require(self.method in METHOD_NAMES, f"unknown method '{self.method}' (model.method); valid: "
+                                             f"{', '.join(sorted(METHOD_NAMES))}")
         require(self.seq_len >= 1, f"model.seq_len (M) must be >= 1, got {self.seq_len}")
         require(self.eval_seq_len is None or self.eval_seq_len >= 1,
                 f"model.eval_seq_len must be >= 1 or null, got {self.eval_seq_len}")
@@ -104,6 +111,30 @@ class ModelConfig:
         require(0.0 <= self.dropout < 1.0, f"model.dropout must be in [0, 1), got {self.dropout}")
         require(self.action_proj_dim >= 1, "model.action_proj_dim must be >= 1")
         require(self.conv_width >= 1, "model.conv_width must be >= 1")
+
+
+@dataclass
+class MethodConfig:
+    """Hyper-parameters of the baselines (spec §5, Appendix A); seq_jepa's own are under `model.*`."""
+
+    temperature: float = 0.5  # NT-Xent temperature (simclr, sen, equimod; --temp)
+    inv_coeff: float = 25.0  # weight of the invariance MSE (vicreg, vicreg_traj, sie; --inv-coeff)
+    var_coeff: float = 25.0  # weight of the variance hinge (vicreg, vicreg_traj, sie; --var-coeff)
+    cov_coeff: float = 1.0  # weight of the covariance penalty (vicreg, vicreg_traj, sie; --cov-coeff)
+    equi_factor: float = 1.0  # equivariant term weight: equimod's NT-Xent, sie's MSE (x inv_coeff) (--equi-factor)
+    traj_alpha: float = 1.0  # weight of vicreg_traj's trajectory term (--alpha; an old script used 0.01)
+    # Projector hidden + output widths, e.g. [2048, 2048, 2048]; applies to every projector of the method
+    # (byol/cond_byol predictors: output -> first width -> output). None: the method's paper default.
+    projector_dims: Optional[list[int]] = None
+
+    def check(self) -> None:
+        require(self.temperature > 0, f"method.temperature must be > 0, got {self.temperature}")
+        for key in ("inv_coeff", "var_coeff", "cov_coeff", "equi_factor", "traj_alpha"):
+            value = getattr(self, key)
+            require(value >= 0, f"method.{key} must be >= 0, got {value}")
+        dims = self.projector_dims
+        require(dims is None or (len(dims) > 0 and all(isinstance(d, int) and d >= 1 for d in dims)),
+                f"method.projector_dims must be null or a non-empty list of widths >= 1, got {dims}")
 
 
 @dataclass
@@ -254,6 +285,7 @@ class TrackingConfig:
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
     ema: EmaConfig = field(default_factory=EmaConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
@@ -270,9 +302,13 @@ class Config:
 
     def check(self) -> None:
         """Each section's own checks, in the order of the fields, then those that span sections."""
-        for section in (self.model, self.ema, self.optim, self.train, self.run, self.faults, self.scaling, self.data,
-                        self.probe, self.eval, self.tracking):
+        for section in (self.model, self.method, self.ema, self.optim, self.train, self.run, self.faults, self.scaling,
+                        self.data, self.probe, self.eval, self.tracking):
             section.check()
+        if self.model.method in THREE_VIEW_METHODS:
+            require(min(self.model.seq_len, self.eval_seq_len) >= 2,
+                    f"model.method={self.model.method} trains on three consecutive views: set model.seq_len (and "
+                    f"model.eval_seq_len) >= 2, got {self.model.seq_len} ({self.eval_seq_len})")
         require(self.faults.exit_rank is None or 0 <= self.faults.exit_rank < self.scaling.num_workers,
                 f"faults.exit_rank must name a rank below scaling.num_workers={self.scaling.num_workers}, got "
                 f"{self.faults.exit_rank}")

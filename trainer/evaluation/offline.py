@@ -23,8 +23,8 @@ from trainer.evaluation import feature_cache
 from trainer.evaluation.features import SplitFeatures, extract_features
 from trainer.evaluation.path_integration import path_metrics
 from trainer.evaluation.probes import fit_classifiers, fit_regressor
-from trainer.metrics import summarise_r2
-from trainer.model import build_model
+from trainer.methods import build_model, method_class
+from trainer.metrics import effective_rank, summarise_r2
 from trainer.redact import redact_text
 from trainer.training.precision import resolve_precision
 
@@ -59,7 +59,8 @@ def evaluate(config: Config, checkpoint: Path | str, device: torch.device | None
 def _extract(config: Config, checkpoint: Path | str, splits: list[str], limits: dict, device: torch.device,
              autocast: bool) -> dict[str, tuple[SplitFeatures, dict]]:
     """Load the frozen model and run it over the given splits: {split: (features, info)}."""
-    num_views = max(2, *config.eval.seq_lens) + 1  # the loader's last view is the (unused) prediction target
+    observed = max(2, *config.eval.seq_lens) if method_class(config.model.method).has_aggregate else 2
+    num_views = observed + 1  # the loader's last view is the (unused) prediction target
     loaders = {split: build_frozen_view_loader(config, split, num_views) for split in splits}
     first = next(iter(loaders.values()))
     model = build_model(config, first.action_dim, first.channels)
@@ -78,15 +79,20 @@ def fit_probes(train: SplitFeatures, val: SplitFeatures, num_classes: int, actio
     rotation = action_groups.get("rotation")  # absolute rotation: only where the actions hold a varying one
     if rotation is not None and not (train.abs_action[:, rotation].std(0) > 0).any():
         rotation = None
-    fits = 4 + (rotation is not None) + (train.z_path is not None)
-    metrics = {}
+    aggregate = train.z_agg is not None  # seq-JEPA; the baselines are probed on their encoder only (Table 1)
+    fits = 2 + 2 * aggregate + (rotation is not None) + (train.z_path is not None)
+    metrics = {"eval/eff_rank_enc": effective_rank(val.z_enc[:, 0])}
     with tqdm(total=fits * cfg.epochs, desc="probes", unit="epoch") as bar:
-        acc_agg = fit_classifiers(train.z_agg, train.label, val.z_agg, val.label, num_classes, cfg, generator, bar)
-        metrics.update({f"eval/inv/acc_agg/M{m}": float(a) for m, a in zip(cfg.seq_lens, acc_agg)})
+        if aggregate:
+            acc_agg = fit_classifiers(train.z_agg, train.label, val.z_agg, val.label, num_classes, cfg, generator,
+                                      bar)
+            metrics.update({f"eval/inv/acc_agg/M{m}": float(a) for m, a in zip(cfg.seq_lens, acc_agg)})
         acc_enc = fit_classifiers(train.z_enc[None, :, 0], train.label, val.z_enc[None, :, 0], val.label,
                                   num_classes, cfg, generator, bar)
         metrics["eval/inv/acc_enc"] = float(acc_enc[0])
-        pairs = {"enc": lambda f: f.z_enc.flatten(1), "agg": lambda f: torch.cat([f.z_agg_view1, f.z_agg_view2], 1)}
+        pairs = {"enc": lambda f: f.z_enc.flatten(1)}
+        if aggregate:
+            pairs["agg"] = lambda f: torch.cat([f.z_agg_view1, f.z_agg_view2], 1)
         for key, pair in pairs.items():
             sse, total = fit_regressor(pair(train), train.action, pair(val), val.action, cfg, generator, bar)
             metrics.update(summarise_r2(sse, total, action_groups, f"eval/equi/r2_{key}"))

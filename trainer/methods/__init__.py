@@ -1,21 +1,14 @@
-"""The paper's baselines as plug-in training methods (spec §5), over one interface (`Method`).
+"""Training methods over one interface (`Method`): seq-JEPA and the paper's baselines (spec §5).
 
-`trainer.methods.config` stays importable without torch (the run-config schema imports it), so the
-torch-based names below are loaded on first use.
+Each method is a small module: its heads, its loss, which views and actions of the shared batch it uses,
+whether it keeps an EMA target (`ema_pairs`), and the features the probes read (`MethodOutput`). The
+trainer around it (data, parallelism, EMA, checkpoints, probes, evaluation, tracking, sweeps) is shared.
 """
 
-from __future__ import annotations
+from trainer.config import METHOD_NAMES, MethodConfig
+from trainer.methods.base import Method, MethodOutput
+from trainer.methods.registry import BASELINES, build_method, build_model, method_class
+from trainer.methods.seq_jepa import SeqJEPA, SeqJEPAOutput
 
-from trainer.methods.config import METHOD_NAMES, MethodConfig
-
-_LAZY = {"METHODS": "registry", "build_method": "registry", "Method": "base", "MethodOutput": "base"}
-
-__all__ = ["METHODS", "METHOD_NAMES", "Method", "MethodConfig", "MethodOutput", "build_method"]
-
-
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'trainer.methods' has no attribute '{name}'")
-    import importlib
-
-    return getattr(importlib.import_module(f"trainer.methods.{_LAZY[name]}"), name)
+__all__ = ["BASELINES", "METHOD_NAMES", "Method", "MethodConfig", "MethodOutput", "SeqJEPA", "SeqJEPAOutput",
+           "build_method", "build_model", "method_class"]

@@ -10,7 +10,7 @@ from typing import ClassVar, NamedTuple, Optional
 import torch
 from torch import nn
 
-from trainer.methods.config import MethodConfig
+from trainer.config import MethodConfig
 
 
 class MethodOutput(NamedTuple):  # a NamedTuple so that DDP/FSDP2 find the tensors inside
@@ -30,8 +30,9 @@ class Method(nn.Module, abc.ABC):
 
     name: ClassVar[str]  # the `model.method` value
     min_views: ClassVar[int] = 2  # views per sequence it needs (the loader gives V = model.seq_len + 1 views)
-    has_aggregate: ClassVar[bool] = False
-    paper_projector: ClassVar[tuple[int, ...]]  # projector hidden + output widths of the paper (spec §5)
+    has_aggregate: ClassVar[bool] = False  # whether it has a z_AGG (then `aggregate_dim` is its width)
+    aggregate_dim: Optional[int] = None
+    paper_projector: ClassVar[tuple[int, ...]] = ()  # projector hidden + output widths of the paper (spec §5)
     encoder: nn.Module  # the online encoder, the one the probes read
 
     def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:

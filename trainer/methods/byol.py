@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from trainer.config import MethodConfig
 from trainer.methods.base import Method, MethodOutput, frozen_copy, projector_widths
-from trainer.methods.config import MethodConfig
 from trainer.methods.heads import bn_projector, byol_predictor
 from trainer.methods.losses import byol_loss
 

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainer.config import MethodConfig
 from trainer.methods.base import Method, MethodOutput, projector_widths
-from trainer.methods.config import MethodConfig
 from trainer.methods.gather import gather_rows
 from trainer.methods.heads import vicreg_projector
 from trainer.methods.losses import covariance_term, variance_term

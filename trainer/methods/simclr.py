@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from trainer.config import MethodConfig
 from trainer.methods.base import Method, MethodOutput, projector_widths
-from trainer.methods.config import MethodConfig
 from trainer.methods.gather import gather_rows
 from trainer.methods.heads import bn_projector
 from trainer.methods.losses import nt_xent

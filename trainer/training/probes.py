@@ -8,6 +8,7 @@ Probes read detached features, have their own optimizer, and never send gradient
   (leakage check: the aggregate should forget the transformation). The relative rotation is bilinear in
   the two views' pose codes, so these are MLPs as in the paper's online probe (spec §3.6).
 
+The `*_agg` probes exist only for a method with an aggregate (seq-JEPA); every method has the encoder ones.
 Validation metrics are reduced as sufficient statistics (sums), so they cover the whole split across
 ranks exactly without gathering predictions.
 """
@@ -28,32 +29,31 @@ def _mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
 
 
 class OnlineProbes(nn.Module):
-    def __init__(self, enc_dim: int, agg_dim: int, action_dim: int, num_classes: int, hidden: int):
+    """Linear classifiers and MLP regressors on detached features; those on z_AGG only where the method has one."""
+
+    def __init__(self, enc_dim: int, agg_dim: int | None, action_dim: int, num_classes: int, hidden: int):
         super().__init__()
-        self.cls_agg = nn.Linear(agg_dim, num_classes)
+        self.kinds = ("enc",) if agg_dim is None else ("enc", "agg")  # what the features hold: encoder, aggregate
+        if agg_dim is not None:  # (the order of construction is the order of the random initial weights)
+            self.cls_agg = nn.Linear(agg_dim, num_classes)
         self.cls_enc = nn.Linear(enc_dim, num_classes)
         self.equi_enc = _mlp(2 * enc_dim, hidden, action_dim)
-        self.equi_agg = _mlp(2 * agg_dim, hidden, action_dim)
+        if agg_dim is not None:
+            self.equi_agg = _mlp(2 * agg_dim, hidden, action_dim)
 
     def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {
-            "logits_agg": self.cls_agg(features["z_agg"]),
-            "logits_enc": self.cls_enc(features["z1"]),
-            "action_enc": self.equi_enc(features["pair_enc"]),
-            "action_agg": self.equi_agg(features["pair_agg"]),
-        }
+        pred = {"logits_enc": self.cls_enc(features["z1"]), "action_enc": self.equi_enc(features["pair_enc"])}
+        if "agg" in self.kinds:
+            pred.update(logits_agg=self.cls_agg(features["z_agg"]), action_agg=self.equi_agg(features["pair_agg"]))
+        return pred
 
 
 def probe_features(out) -> dict[str, torch.Tensor]:
-    """Detached float32 probe inputs from a SeqJEPAOutput."""
-    z1, z2 = out.pair
-    single = out.z_agg_single
-    return {
-        "z_agg": out.z_agg.detach().float(),
-        "z1": z1.detach().float(),
-        "pair_enc": torch.cat([z1, z2], dim=-1).detach().float(),
-        "pair_agg": single.flatten(1).detach().float(),
-    }
+    """Detached float32 probe inputs from a method's output (a `MethodOutput`)."""
+    features = {"z1": out.z1.detach().float(), "pair_enc": torch.cat([out.z1, out.z2], dim=-1).detach().float()}
+    if out.z_agg is not None:
+        features.update(z_agg=out.z_agg.detach().float(), pair_agg=out.z_agg_single.flatten(1).detach().float())
+    return features
 
 
 def probe_loss(pred: dict[str, torch.Tensor], label: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
@@ -64,8 +64,9 @@ def probe_loss(pred: dict[str, torch.Tensor], label: torch.Tensor, action: torch
     """
     labelled = (label >= 0).sum().clamp(min=1)
     classification = sum(F.cross_entropy(pred[key], label, ignore_index=-1, reduction="sum")
-                         for key in ("logits_agg", "logits_enc")) / labelled
-    return classification + F.mse_loss(pred["action_enc"], action) + F.mse_loss(pred["action_agg"], action)
+                         for key in ("logits_agg", "logits_enc") if key in pred) / labelled
+    loss = classification + F.mse_loss(pred["action_enc"], action)
+    return loss + F.mse_loss(pred["action_agg"], action) if "action_agg" in pred else loss
 
 
 class ProbeMetrics:
@@ -75,10 +76,11 @@ class ProbeMetrics:
     sklearn's r2_score with multioutput="uniform_average" (spec §4.5).
     """
 
-    def __init__(self, action_dim: int, action_groups: dict[str, list[int]], device: torch.device):
-        self.groups = action_groups
+    def __init__(self, action_dim: int, action_groups: dict[str, list[int]], device: torch.device,
+                 kinds: tuple[str, ...] = ("enc", "agg")):
+        self.groups, self.kinds = action_groups, kinds
         self.counts = torch.zeros(4, dtype=torch.float64, device=device)  # n, correct_agg, correct_enc, loss_sum
-        self.reg = {k: torch.zeros(3, action_dim, dtype=torch.float64, device=device) for k in ("enc", "agg")}
+        self.reg = {k: torch.zeros(3, action_dim, dtype=torch.float64, device=device) for k in kinds}
 
     def update(self, pred: dict, label: torch.Tensor, action: torch.Tensor, loss: torch.Tensor,
                weight: float = 1.0) -> None:
@@ -86,23 +88,24 @@ class ProbeMetrics:
         if weight == 0.0:
             return
         n = label.numel()
-        self.counts += torch.tensor([n, (pred["logits_agg"].argmax(-1) == label).sum().item(),
-                                     (pred["logits_enc"].argmax(-1) == label).sum().item(), loss.item() * n],
+        correct = {key: (pred[f"logits_{key}"].argmax(-1) == label).sum().item() for key in self.kinds}
+        self.counts += torch.tensor([n, correct.get("agg", 0), correct["enc"], loss.item() * n],
                                     dtype=torch.float64, device=self.counts.device)
         y = action.double()
-        for key in ("enc", "agg"):
+        for key in self.kinds:
             err = pred[f"action_{key}"].double() - y
             self.reg[key] += torch.stack([y.sum(0), (y * y).sum(0), (err * err).sum(0)])
 
     def compute(self) -> dict[str, float]:
-        stats = torch.cat([self.counts] + [self.reg[k].flatten() for k in ("enc", "agg")])
+        stats = torch.cat([self.counts] + [self.reg[k].flatten() for k in self.kinds])
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(stats)
         counts, rest = stats[:4], stats[4:]
         n = counts[0].clamp(min=1)
-        metrics = {"inv/acc_agg": float(100 * counts[1] / n), "inv/acc_enc": float(100 * counts[2] / n),
-                   "val/loss": float(counts[3] / n)}
-        for i, key in enumerate(("enc", "agg")):
-            sum_y, sum_y2, sse = rest.view(2, 3, -1)[i]
+        metrics = {"inv/acc_enc": float(100 * counts[2] / n), "val/loss": float(counts[3] / n)}
+        if "agg" in self.kinds:
+            metrics["inv/acc_agg"] = float(100 * counts[1] / n)
+        for i, key in enumerate(self.kinds):
+            sum_y, sum_y2, sse = rest.view(len(self.kinds), 3, -1)[i]
             metrics.update(summarise_r2(sse, sum_y2 - sum_y * sum_y / n, self.groups, f"equi/r2_{key}"))
         return metrics

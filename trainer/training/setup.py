@@ -6,7 +6,7 @@ import torch
 
 from data_pipeline import SequenceLoader
 from trainer.config import Config
-from trainer.model import build_model
+from trainer.methods import build_model
 from trainer.training.optim import build_optimizer
 from trainer.training.parallel import parallelize, replicate
 from trainer.training.probes import OnlineProbes
@@ -19,7 +19,7 @@ def build_train_state(config: Config, device: torch.device, *, action_dim: int, 
     under torch.distributed the model is sharded (FSDP2) or wrapped (DDP)."""
     torch.manual_seed(config.train.seed)  # identical initial weights on every rank
     model = build_model(config, action_dim, channels).to(device)
-    probes = OnlineProbes(model.encoder.out_dim, model.token_dim, action_dim, num_classes, config.probe.hidden)
+    probes = OnlineProbes(model.encoder.out_dim, model.aggregate_dim, action_dim, num_classes, config.probe.hidden)
     probes = probes.to(device)
     seed_rank(config.train.seed, rank)
     model = parallelize(model, config.scaling.parallelism, device)

@@ -15,19 +15,18 @@ from trainer.training.state import TrainState
 def train_step(state: TrainState, batch: dict, lr: float, ema_decay: float, grad_clip: float | None,
                bf16: bool) -> torch.Tensor:
     """`batch` is on the device and normalised (`trainer.data.to_device`); returns the detached float32 loss."""
-    views, rel_actions = batch["views"], batch["rel_actions"]
+    rel_actions = batch["rel_actions"]
     set_lr(state.optimizer, lr)
     with autocast(state.device, bf16):
-        out = state.model(views[:, :-1], views[:, -1], rel_actions)
+        out = state.model(batch["views"], rel_actions)
     state.optimizer.zero_grad(set_to_none=True)
     out.loss.backward()
     if grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(state.model.parameters(), grad_clip)
     state.optimizer.step()
 
-    model = unwrap(state.model)
-    if model.target_encoder is not None:
-        ema_update_(model.target_encoder, model.encoder, ema_decay)
+    for target, online in unwrap(state.model).ema_pairs():
+        ema_update_(target, online, ema_decay)
 
     # Probes learn from detached features with their own optimizer: no gradient reaches the model.
     pred = state.probes(probe_features(out))

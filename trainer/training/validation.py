@@ -7,6 +7,7 @@ import torch.distributed as dist
 
 from trainer.data import to_device
 from trainer.metrics import effective_rank
+from trainer.training.parallel import unwrap
 from trainer.training.precision import autocast
 from trainer.training.probes import ProbeMetrics, probe_features
 from trainer.training.state import TrainState
@@ -28,25 +29,27 @@ def validate(state: TrainState, loader, normalise: tuple[torch.Tensor, torch.Ten
     if dist.is_initialized():
         dist.all_reduce(n_batches, op=dist.ReduceOp.MAX)
     n_batches = int(n_batches) if max_batches is None else min(int(n_batches), max_batches)
-    metrics = ProbeMetrics(action_dim, action_groups, state.device)
+    metrics = ProbeMetrics(action_dim, action_groups, state.device, unwrap(state.probes).kinds)
     features = {"enc": [], "agg": []}
     iterator, batch = iter(loader), None
     for _ in range(n_batches):
         nxt = next(iterator, None)
         weight = 1.0 if nxt is not None else 0.0
         batch = to_device(nxt, state.device, *normalise) if nxt is not None else batch
-        views, rel_actions = batch["views"], batch["rel_actions"]
+        rel_actions = batch["rel_actions"]
         with autocast(state.device, bf16):
-            out = state.model(views[:, :-1], views[:, -1], rel_actions)
+            out = state.model(batch["views"], rel_actions)
         pred = state.probes(probe_features(out))
         metrics.update(pred, batch["label"], rel_actions[:, 0].float(), out.loss.float(), weight)
         if weight and sum(len(f) for f in features["enc"]) < RANK_SAMPLES:
-            features["enc"].append(out.pair[0].float())
-            features["agg"].append(out.z_agg.float())
+            features["enc"].append(out.z1.float())
+            if out.z_agg is not None:
+                features["agg"].append(out.z_agg.float())
     state.model.train()
     state.probes.train()
     result = metrics.compute()
     if features["enc"]:
         result["train/eff_rank_enc"] = effective_rank(torch.cat(features["enc"]))
+    if features["agg"]:
         result["train/eff_rank_agg"] = effective_rank(torch.cat(features["agg"]))
     return result

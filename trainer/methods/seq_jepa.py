@@ -1,4 +1,4 @@
-"""seq-JEPA (Ghaemi et al., NeurIPS 2025), spec §1.
+"""seq-JEPA (Ghaemi et al., NeurIPS 2025), spec §1: the method this project is about, one `Method` among others.
 
 Encode M observed views -> pair each view embedding with the action that leaves it (the last view gets a zero
 action) -> prepend [AGG] -> transformer -> z_AGG -> predict the embedding of view M+1 from z_AGG and the
@@ -14,17 +14,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainer.methods.base import Method
 from trainer.model.components import ActionEmbedding, Aggregator, Predictor
 
 
-class SeqJEPAOutput(NamedTuple):  # a NamedTuple so that DDP/FSDP2 find the tensors inside
+class SeqJEPAOutput(NamedTuple):  # a MethodOutput with more: its first five fields are the interface's
     loss: torch.Tensor  # scalar, float32: 1 - mean cosine(prediction, target_emb)
+    z1: torch.Tensor  # (B, D) online encoder output of view 1 (spec §1.11)
+    z2: torch.Tensor  # (B, D) of view 2, or the target's embedding of the prediction view when M = 1
     z_agg: torch.Tensor  # (B, E) the [AGG] output over the M observed views
+    z_agg_single: torch.Tensor  # (B, 2, E) z_AGG of view 1 alone and of view 2 alone, no grad (leakage probe)
     z_enc: torch.Tensor  # (B, M, D) online encoder outputs of the observed views
     target_emb: torch.Tensor  # (B, D) target encoder output of view M+1, detached
     prediction: torch.Tensor  # (B, D)
-    pair: tuple[torch.Tensor, torch.Tensor]  # (z1, z2) for the equivariance probe (spec §1.11)
-    z_agg_single: torch.Tensor  # (B, 2, E) z_AGG of view 1 alone and of view 2 alone, no grad (leakage probe)
 
 
 def _pad_to_multiple(dim: int, extra: int, multiple: int) -> int:
@@ -32,7 +34,10 @@ def _pad_to_multiple(dim: int, extra: int, multiple: int) -> int:
     return extra + (-(dim + extra)) % multiple
 
 
-class SeqJEPA(nn.Module):
+class SeqJEPA(Method):
+    name = "seq_jepa"
+    has_aggregate = True
+
     def __init__(self, encoder: nn.Module, action_dim: int, *, action_cond: bool = True,
                  learn_action_embedding: bool = True, action_proj_dim: int = 128, num_heads: int = 4,
                  num_layers: int = 3, mlp_ratio: float = 4.0, dropout: float = 0.1, pred_hidden: int = 1024,
@@ -56,14 +61,23 @@ class SeqJEPA(nn.Module):
         else:  # raw actions, zero-padded so that the token width splits evenly over the heads
             self.action_width = _pad_to_multiple(self.feature_dim, action_dim, num_heads)
         self.token_dim = self.feature_dim + self.action_width  # E
+        self.aggregate_dim = self.token_dim
 
         self.agg_token = nn.Parameter(torch.zeros(1, 1, self.token_dim))
         self.aggregator = Aggregator(self.token_dim, num_heads, num_layers, mlp_ratio, dropout)
         self.predictor = Predictor(self.token_dim + self.action_width, pred_hidden, self.feature_dim)
 
-    def forward(self, obs_views: torch.Tensor, target_view: torch.Tensor,
-                rel_actions: Optional[torch.Tensor]) -> SeqJEPAOutput:
-        """obs_views (B, M, C, H, W); target_view (B, C, H, W); rel_actions (B, M, A): [:, j] is view j -> j+1."""
+    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [] if self.target_encoder is None else [(self.target_encoder, self.encoder)]
+
+    def shard_units(self) -> list[nn.Module]:
+        return list(self.aggregator.layers)
+
+    def forward(self, views: torch.Tensor, rel_actions: Optional[torch.Tensor]) -> SeqJEPAOutput:
+        """views (B, M+1, C, H, W): M observed views, then the prediction target; rel_actions (B, M, A), [:, j] is
+        the action view j -> j+1."""
+        self.require_views(views)
+        obs_views, target_view = views[:, :-1], views[:, -1]
         B, M = obs_views.shape[:2]
         # One encoder call over all B*M observed views: BN statistics are shared, as in the paper's code.
         z_enc = self.encoder(obs_views.flatten(0, 1)).view(B, M, -1)
@@ -80,7 +94,7 @@ class SeqJEPA(nn.Module):
         z1, z2 = z_enc[:, 0], (z_enc[:, 1] if M >= 2 else target_emb)
         with torch.no_grad():
             z_agg_single = self._single_view_aggregates(z1, z2)
-        return SeqJEPAOutput(loss, z_agg, z_enc, target_emb, prediction, (z1, z2), z_agg_single)
+        return SeqJEPAOutput(loss, z1, z2, z_agg, z_agg_single, z_enc, target_emb, prediction)
 
     @torch.no_grad()
     def aggregate(self, z_enc: torch.Tensor, rel_actions: Optional[torch.Tensor], *,
