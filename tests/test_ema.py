@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -42,3 +44,12 @@ def test_ema_update_leaves_buffers():
     buffers = {k: v.clone() for k, v in target.named_buffers()}
     ema_update_(target, online, decay=0.5)
     assert all(torch.equal(buffers[k], v) for k, v in target.named_buffers())
+
+
+def test_the_authors_per_epoch_schedule_changes_once_an_epoch_one_step_late():
+    """Theirs: after every step tau <- schedule(current epoch); so a step uses the value its predecessor set."""
+    per_epoch = [ema_decay_at(step, 40, 0.996, "legacy_cosine_per_epoch", steps_per_epoch=10) for step in range(41)]
+    assert per_epoch[0] == per_epoch[10] == pytest.approx(0.996)  # epoch 0 (its first step: the constructor value)
+    assert per_epoch[11] == per_epoch[20] == pytest.approx(1 - 0.004 * (math.cos(math.pi / 4) + 1) / 2)  # epoch 1
+    assert per_epoch[21] == pytest.approx(0.998)  # epoch 2 of 4: half way
+    assert len(set(per_epoch[1:])) == 4  # four values, one per epoch

@@ -78,7 +78,7 @@ def normalisation(loader: SequenceLoader, device: torch.device) -> tuple[torch.T
 
 def to_device(batch: dict, device: torch.device, mean: torch.Tensor, std: torch.Tensor) -> dict:
     """A loader batch with its uint8 views as normalised float (B, V, C, H, W) on the device (the last view is the
-    prediction target), and the relative actions and labels there too; other fields stay where they are."""
+    prediction target), and the actions and labels there too; other fields stay where they are."""
     views = batch["views"].to(device, non_blocking=True).float().div_(255.0).sub_(mean).div_(std)
-    return {**batch, "views": views, "rel_actions": batch["rel_actions"].to(device, non_blocking=True),
-            "label": batch["label"].to(device)}
+    moved = {key: batch[key].to(device, non_blocking=True) for key in ("rel_actions", "actions", "label")}
+    return {**batch, "views": views, **moved}

@@ -100,6 +100,11 @@ class ModelConfig:
     mlp_ratio: float = 4.0  # aggregator feed-forward width / token width
     dropout: float = 0.1  # aggregator dropout (PyTorch default, as in the paper's code)
     pred_hidden: int = 1024  # predictor hidden width (<= 0: a single linear layer)
+    # The authors' augmentation/PLS code path (cifar100, tinyimagenet, stl10; README "differences"):
+    legacy_action_bn_zeros: bool = False  # the last token's action zeroed BEFORE the action BN, so B zero rows
+    # enter its batch statistics (spec §1.5, §7.A8); false: only real actions, as their 3DIEBench path
+    legacy_absolute_raw_actions: bool = False  # with learn_action_embedding=false: tokens carry the views' absolute
+    # latents, none zeroed, the predictor the target's (spec §1.12); false: relative actions, as everywhere else
 
     def check(self) -> None:
         require(self.method in METHOD_NAMES, f"unknown method '{self.method}' (model.method); valid: "
@@ -111,6 +116,9 @@ class ModelConfig:
         require(0.0 <= self.dropout < 1.0, f"model.dropout must be in [0, 1), got {self.dropout}")
         require(self.action_proj_dim >= 1, "model.action_proj_dim must be >= 1")
         require(self.conv_width >= 1, "model.conv_width must be >= 1")
+        require(not self.legacy_absolute_raw_actions or (self.action_cond and not self.learn_action_embedding),
+                "model.legacy_absolute_raw_actions=true is the authors' raw-action variant: it needs "
+                "model.learn_action_embedding=false and model.action_cond=true")
 
 
 @dataclass
@@ -141,7 +149,9 @@ class MethodConfig:
 class EmaConfig:
     enabled: bool = True  # EMA target encoder; off: the online encoder, detached
     decay: float = 0.996  # starting decay tau_0
-    schedule: Literal["cosine", "constant"] = "cosine"  # cosine: tau goes from decay to 1 over training
+    # cosine: tau goes from decay to 1 over training, step by step; legacy_cosine_per_epoch: the authors' value,
+    # changed once per epoch (each step uses the value after the previous step, the first step `decay`)
+    schedule: Literal["cosine", "constant", "legacy_cosine_per_epoch"] = "cosine"
 
     def check(self) -> None:
         require(0.0 <= self.decay <= 1.0, f"ema.decay must be in [0, 1], got {self.decay}")

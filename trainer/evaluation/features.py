@@ -62,15 +62,16 @@ def extract_features(model: Method, loader, seq_lens: list[int], limit: int | No
         for batch in loader:
             batch = to_device(batch, device, mean, std)
             views, rel_actions = batch["views"][:, :observed], batch["rel_actions"][:, :observed]  # not the last
+            actions = batch["actions"]
             B = views.shape[0]
             with amp:
                 z = model.encoder(views.flatten(0, 1)).view(B, observed, -1)
                 new = {"z_enc": z[:, :2], "action": rel_actions[:, 0], "abs_action": batch["actions"][:, 0],
                        "label": batch["label"]}
                 if model.has_aggregate:
-                    new.update(_aggregate_features(model, z, rel_actions, seq_lens))
+                    new.update(_aggregate_features(model, z, rel_actions, actions, seq_lens))
                     if "path_actions" in batch:
-                        new.update(_path_features(model, z, rel_actions, batch["path_actions"], seq_lens))
+                        new.update(_path_features(model, z, rel_actions, actions, batch["path_actions"], seq_lens))
             for key, value in new.items():
                 parts[key].append(value.float().cpu() if value.is_floating_point() else value.cpu())
             seen += B
@@ -81,17 +82,18 @@ def extract_features(model: Method, loader, seq_lens: list[int], limit: int | No
     return SplitFeatures(**{key: _join(key, chunks, stop) for key, chunks in parts.items()})
 
 
-def _aggregate_features(model: Method, z: torch.Tensor, rel_actions: torch.Tensor,
+def _aggregate_features(model: Method, z: torch.Tensor, rel_actions: torch.Tensor, actions: torch.Tensor,
                         seq_lens: list[int]) -> dict[str, torch.Tensor]:
-    return {"z_agg": torch.stack([model.aggregate(z[:, :m], rel_actions[:, :m]) for m in seq_lens]),
-            "z_agg_view1": model.aggregate(z[:, :1], rel_actions[:, :1]),
-            "z_agg_view2": model.aggregate(z[:, 1:2], rel_actions[:, 1:2])}
+    """z_AGG of the first m views for each m, and of view 1 alone and view 2 alone (their actions sliced alike)."""
+    return {"z_agg": torch.stack([model.aggregate(z[:, :m], rel_actions[:, :m], actions[:, :m]) for m in seq_lens]),
+            "z_agg_view1": model.aggregate(z[:, :1], rel_actions[:, :1], actions[:, :1]),
+            "z_agg_view2": model.aggregate(z[:, 1:2], rel_actions[:, 1:2], actions[:, 1:2])}
 
 
-def _path_features(model: Method, z: torch.Tensor, rel_actions: torch.Tensor, path_actions: torch.Tensor,
-                   seq_lens: list[int]) -> dict[str, torch.Tensor]:
+def _path_features(model: Method, z: torch.Tensor, rel_actions: torch.Tensor, actions: torch.Tensor,
+                   path_actions: torch.Tensor, seq_lens: list[int]) -> dict[str, torch.Tensor]:
     def aggregates(encoded: torch.Tensor) -> torch.Tensor:
-        return torch.stack([model.aggregate(encoded[:, :m], rel_actions[:, :m], keep_last_action=True)
+        return torch.stack([model.aggregate(encoded[:, :m], rel_actions[:, :m], actions[:, :m], keep_last_action=True)
                             for m in seq_lens])
 
     return {"z_path": aggregates(z), "z_path_no_vision": aggregates(torch.zeros_like(z)),

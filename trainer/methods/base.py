@@ -44,8 +44,10 @@ class Method(nn.Module, abc.ABC):
         return []
 
     @abc.abstractmethod
-    def forward(self, views: torch.Tensor, rel_actions: torch.Tensor) -> MethodOutput:
-        """views (B, V, C, H, W) normalised; rel_actions (B, V-1, A), rel_actions[:, j] = action view j -> j+1."""
+    def forward(self, views: torch.Tensor, rel_actions: torch.Tensor,
+                abs_actions: Optional[torch.Tensor] = None) -> MethodOutput:
+        """views (B, V, C, H, W) normalised; rel_actions (B, V-1, A), rel_actions[:, j] = action view j -> j+1;
+        abs_actions (B, V, A) the views' own latents, read only by seq-JEPA's legacy raw-action variant."""
 
     def first_pair(self, views: torch.Tensor,
                    rel_actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

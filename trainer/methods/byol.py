@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import nn
 
@@ -30,7 +32,8 @@ class BYOL(Method):
     def shard_units(self) -> list[nn.Module]:
         return [self.projector, self.predictor, self.target_projector]
 
-    def forward(self, views: torch.Tensor, rel_actions: torch.Tensor) -> MethodOutput:
+    def forward(self, views: torch.Tensor, rel_actions: torch.Tensor,
+                abs_actions: Optional[torch.Tensor] = None) -> MethodOutput:
         x1, x2, _ = self.first_pair(views, rel_actions)
         z1, z2 = self.encoder(x1), self.encoder(x2)  # one call per view, as the authors
         p1, p2 = self.predictor(self.projector(z1)), self.predictor(self.projector(z2))

@@ -3,6 +3,8 @@ learned embedding of the action 1 -> 2. One direction only, as in the authors' c
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import nn
 
@@ -33,7 +35,8 @@ class ConditionalBYOL(Method):
     def shard_units(self) -> list[nn.Module]:
         return [self.projector, self.predictor, self.target_projector]
 
-    def forward(self, views: torch.Tensor, rel_actions: torch.Tensor) -> MethodOutput:
+    def forward(self, views: torch.Tensor, rel_actions: torch.Tensor,
+                abs_actions: Optional[torch.Tensor] = None) -> MethodOutput:
         x1, x2, action = self.first_pair(views, rel_actions)
         z1 = self.encoder(x1)
         y1 = self.projector(z1)

@@ -3,6 +3,8 @@ projection of view 2 is predicted from view 1's and the action embedding, both t
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import nn
 
@@ -32,7 +34,8 @@ class EquiMod(Method):
     def shard_units(self) -> list[nn.Module]:
         return [self.projector_inv, self.projector_equi, self.predictor]
 
-    def forward(self, views: torch.Tensor, rel_actions: torch.Tensor) -> MethodOutput:
+    def forward(self, views: torch.Tensor, rel_actions: torch.Tensor,
+                abs_actions: Optional[torch.Tensor] = None) -> MethodOutput:
         x1, x2, action = self.first_pair(views, rel_actions)
         z1, z2 = self.encoder(x1), self.encoder(x2)  # one call per view, as the authors
         prediction = self.predictor(torch.cat([self.action_embedding(action), self.projector_equi(z1)], dim=1))

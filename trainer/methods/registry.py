@@ -48,5 +48,7 @@ def build_model(config: Config, action_dim: int, in_channels: int) -> Method:
         return SeqJEPA(encoder, action_dim, action_cond=m.action_cond,
                        learn_action_embedding=m.learn_action_embedding, action_proj_dim=m.action_proj_dim,
                        num_heads=m.num_heads, num_layers=m.num_layers, mlp_ratio=m.mlp_ratio, dropout=m.dropout,
-                       pred_hidden=m.pred_hidden, use_ema=config.ema.enabled)
+                       pred_hidden=m.pred_hidden, use_ema=config.ema.enabled,
+                       legacy_action_bn_zeros=m.legacy_action_bn_zeros,
+                       legacy_absolute_raw_actions=m.legacy_absolute_raw_actions)
     return build_method(m.method, encoder, action_dim, config.method, m.action_proj_dim)

@@ -4,6 +4,8 @@ projections by NT-Xent."""
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import nn
 
@@ -31,7 +33,8 @@ class SEN(Method):
     def shard_units(self) -> list[nn.Module]:
         return [self.projector, self.predictor]
 
-    def forward(self, views: torch.Tensor, rel_actions: torch.Tensor) -> MethodOutput:
+    def forward(self, views: torch.Tensor, rel_actions: torch.Tensor,
+                abs_actions: Optional[torch.Tensor] = None) -> MethodOutput:
         x1, x2, action = self.first_pair(views, rel_actions)
         z1, z2 = self.encoder(x1), self.encoder(x2)  # one call per view, as the authors
         y1, y2 = self.projector(z1), self.projector(z2)

@@ -41,10 +41,14 @@ class SeqJEPA(Method):
     def __init__(self, encoder: nn.Module, action_dim: int, *, action_cond: bool = True,
                  learn_action_embedding: bool = True, action_proj_dim: int = 128, num_heads: int = 4,
                  num_layers: int = 3, mlp_ratio: float = 4.0, dropout: float = 0.1, pred_hidden: int = 1024,
-                 use_ema: bool = True):
+                 use_ema: bool = True, legacy_action_bn_zeros: bool = False, legacy_absolute_raw_actions: bool = False):
         super().__init__()
         self.action_cond = action_cond
         self.learn_action_embedding = learn_action_embedding
+        # The authors' augmentation/PLS path (spec §1.5, §1.12, §7.A8; README, differences): B zero rows in the
+        # action BN's batch, and the raw-action variant on absolute latents.
+        self.legacy_action_bn_zeros = legacy_action_bn_zeros
+        self.legacy_absolute_raw_actions = legacy_absolute_raw_actions
         self.feature_dim = encoder.out_dim  # D
         self.encoder = encoder
         self.target_encoder = None  # without EMA the target is the online encoder, detached
@@ -73,9 +77,10 @@ class SeqJEPA(Method):
     def shard_units(self) -> list[nn.Module]:
         return list(self.aggregator.layers)
 
-    def forward(self, views: torch.Tensor, rel_actions: Optional[torch.Tensor]) -> SeqJEPAOutput:
+    def forward(self, views: torch.Tensor, rel_actions: Optional[torch.Tensor],
+                abs_actions: Optional[torch.Tensor] = None) -> SeqJEPAOutput:
         """views (B, M+1, C, H, W): M observed views, then the prediction target; rel_actions (B, M, A), [:, j] is
-        the action view j -> j+1."""
+        the action view j -> j+1; abs_actions (B, M+1, A), read by the legacy absolute raw-action variant only."""
         self.require_views(views)
         obs_views, target_view = views[:, :-1], views[:, -1]
         B, M = obs_views.shape[:2]
@@ -83,11 +88,11 @@ class SeqJEPA(Method):
         z_enc = self.encoder(obs_views.flatten(0, 1)).view(B, M, -1)
         target_emb = self._encode_target(target_view)
 
-        z_agg = self._aggregate(z_enc, rel_actions)
-        if self.action_cond:  # the action from the last observed view to the target, in its own BN batch
-            z_agg_and_action = torch.cat([z_agg, self._embed_actions(rel_actions[:, M - 1])], dim=-1)
-        else:
-            z_agg_and_action = z_agg
+        # The action from the last observed view to the target, in its own BN batch and projected before the
+        # tokens' actions, as the authors do: the order of the two BN calls sets the running statistics.
+        predictor_action = self._predictor_action(rel_actions, abs_actions, M) if self.action_cond else None
+        z_agg = self._aggregate(z_enc, rel_actions, abs_actions)
+        z_agg_and_action = z_agg if predictor_action is None else torch.cat([z_agg, predictor_action], dim=-1)
         prediction = self.predictor(z_agg_and_action)
         loss = 1 - F.cosine_similarity(prediction.float(), target_emb.float(), dim=-1).mean()
 
@@ -97,15 +102,15 @@ class SeqJEPA(Method):
         return SeqJEPAOutput(loss, z1, z2, z_agg, z_agg_single, z_enc, target_emb, prediction)
 
     @torch.no_grad()
-    def aggregate(self, z_enc: torch.Tensor, rel_actions: Optional[torch.Tensor], *,
-                  keep_last_action: bool = False) -> torch.Tensor:
+    def aggregate(self, z_enc: torch.Tensor, rel_actions: Optional[torch.Tensor],
+                  abs_actions: Optional[torch.Tensor] = None, *, keep_last_action: bool = False) -> torch.Tensor:
         """z_AGG for (B, M, D) encoder outputs and their (B, M, A) actions, for any M (no positional encoding).
 
         As in training the last token carries a zero action; `keep_last_action=True` gives it a_M too, so
         z_AGG has seen every step of the path view 1 -> view M+1 (path integration, spec §4.8).
         Runs in the module's current mode: call `model.eval()` first for evaluation.
         """
-        return self._aggregate(z_enc, rel_actions, keep_last_action)
+        return self._aggregate(z_enc, rel_actions, abs_actions, keep_last_action)
 
     def _encode_target(self, target_view: torch.Tensor) -> torch.Tensor:
         # The target runs in the module's mode (train mode during training: batch statistics, as in the paper).
@@ -119,9 +124,20 @@ class SeqJEPA(Method):
             return self.action_embedding(actions)
         return F.pad(actions, (0, self.action_width - actions.shape[-1]))
 
-    def _token_actions(self, rel_actions: torch.Tensor, keep_last_action: bool = False) -> torch.Tensor:
+    def _predictor_action(self, rel_actions: Optional[torch.Tensor], abs_actions: Optional[torch.Tensor],
+                          M: int) -> torch.Tensor:
+        """The embedded action view M -> M+1 (B, action_width); the legacy raw variant: view M+1's absolute latent."""
+        return self._embed_actions(abs_actions[:, M] if self.legacy_absolute_raw_actions else rel_actions[:, M - 1])
+
+    def _token_actions(self, rel_actions: torch.Tensor, abs_actions: Optional[torch.Tensor] = None,
+                       keep_last_action: bool = False) -> torch.Tensor:
         """(B, M, A) -> (B, M, action_width): token j carries the action leaving view j; the last token carries 0
         unless `keep_last_action`."""
+        M = rel_actions.shape[1]
+        if self.legacy_absolute_raw_actions:  # every token its view's absolute latent, none zeroed (spec §1.12)
+            return self._embed_actions(abs_actions[:, :M])
+        if self.legacy_action_bn_zeros and not keep_last_action:  # a_M replaced by zeros before the action BN
+            rel_actions = torch.cat([rel_actions[:, :-1], torch.zeros_like(rel_actions[:, -1:])], dim=1)
         embedded = self._embed_actions(rel_actions)  # all M in one call: a_M shares the BN batch (spec §1.5)
         if keep_last_action:
             return embedded
@@ -129,10 +145,11 @@ class SeqJEPA(Method):
         return torch.cat([embedded[:, :-1], torch.zeros_like(embedded[:, -1:])], dim=1)
 
     def _aggregate(self, z_enc: torch.Tensor, rel_actions: Optional[torch.Tensor],
-                   keep_last_action: bool = False) -> torch.Tensor:
+                   abs_actions: Optional[torch.Tensor] = None, keep_last_action: bool = False) -> torch.Tensor:
         tokens = z_enc
         if self.action_cond:
-            tokens = torch.cat([z_enc, self._token_actions(rel_actions, keep_last_action).to(z_enc.dtype)], dim=-1)
+            actions = self._token_actions(rel_actions, abs_actions, keep_last_action)
+            tokens = torch.cat([z_enc, actions.to(z_enc.dtype)], dim=-1)
         return self._run_aggregator(tokens)
 
     def _run_aggregator(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,8 @@ covariance terms regularise the concatenated projections (and the prediction's v
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -53,7 +55,8 @@ class SIE(Method):
     def shard_units(self) -> list[nn.Module]:
         return [self.projector_inv, self.projector_equi, self.predictor]
 
-    def forward(self, views: torch.Tensor, rel_actions: torch.Tensor) -> MethodOutput:
+    def forward(self, views: torch.Tensor, rel_actions: torch.Tensor,
+                abs_actions: Optional[torch.Tensor] = None) -> MethodOutput:
         x1, x2, action = self.first_pair(views, rel_actions)
         z1, z2 = self.encoder(x1), self.encoder(x2)  # one call per view, as the authors
         inv1, equi1 = self._project(z1)

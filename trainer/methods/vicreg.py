@@ -3,6 +3,8 @@ regularisers on the global batch; the action is not used."""
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import nn
 
@@ -26,7 +28,8 @@ class VICReg(Method):
     def shard_units(self) -> list[nn.Module]:
         return [self.projector]
 
-    def forward(self, views: torch.Tensor, rel_actions: torch.Tensor) -> MethodOutput:
+    def forward(self, views: torch.Tensor, rel_actions: torch.Tensor,
+                abs_actions: Optional[torch.Tensor] = None) -> MethodOutput:
         x1, x2, _ = self.first_pair(views, rel_actions)
         z1, z2 = self.encoder(x1), self.encoder(x2)  # one call per view, as the authors
         y1, y2 = gather_rows(self.projector(z1).float(), self.projector(z2).float())

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import nn
 
@@ -28,7 +30,8 @@ class VICRegTraj(Method):
     def shard_units(self) -> list[nn.Module]:
         return [self.projector]
 
-    def forward(self, views: torch.Tensor, rel_actions: torch.Tensor) -> MethodOutput:
+    def forward(self, views: torch.Tensor, rel_actions: torch.Tensor,
+                abs_actions: Optional[torch.Tensor] = None) -> MethodOutput:
         self.require_views(views)
         B = views.shape[0]
         # The three views go through the encoder and the projector in one call each (shared BN statistics),

@@ -9,12 +9,21 @@ from torch import nn
 from torch.distributed.tensor import DTensor
 
 
-def ema_decay_at(step: int, total_steps: int, base: float = 0.996, schedule: str = "cosine") -> float:
-    """Decay tau at `step`: cosine from `base` (step 0) to 1 (step = total_steps), or constant `base`."""
+def ema_decay_at(step: int, total_steps: int, base: float = 0.996, schedule: str = "cosine",
+                 steps_per_epoch: int = 1) -> float:
+    """Decay tau at `step`: cosine from `base` (step 0) to 1 (step = total_steps), or constant `base`.
+
+    legacy_cosine_per_epoch is the authors' (spec §1.3): tau follows the epoch, not the step, and a step uses
+    the value set after the step before it, so the first step of epoch e still uses epoch e-1's tau.
+    """
     if schedule == "constant":
         return base
+    if schedule == "legacy_cosine_per_epoch":
+        epoch, epochs = (step - 1) // steps_per_epoch if step else 0, max(total_steps // steps_per_epoch, 1)
+        return 1 - (1 - base) * (math.cos(math.pi * epoch / epochs) + 1) / 2
     if schedule != "cosine":
-        raise ValueError(f"unknown EMA schedule '{schedule}' (expected 'cosine' or 'constant')")
+        raise ValueError(f"unknown EMA schedule '{schedule}' (expected 'cosine', 'constant' or "
+                         "'legacy_cosine_per_epoch')")
     progress = min(step / max(total_steps, 1), 1.0)
     return 1 - (1 - base) * (math.cos(math.pi * progress) + 1) / 2
 

@@ -18,7 +18,7 @@ def train_step(state: TrainState, batch: dict, lr: float, ema_decay: float, grad
     rel_actions = batch["rel_actions"]
     set_lr(state.optimizer, lr)
     with autocast(state.device, bf16):
-        out = state.model(batch["views"], rel_actions)
+        out = state.model(batch["views"], rel_actions, batch["actions"])
     state.optimizer.zero_grad(set_to_none=True)
     out.loss.backward()
     if grad_clip is not None:
@@ -43,4 +43,5 @@ def synthetic_batch(batch: int, num_views: int, channels: int, side: int, action
     g = torch.Generator().manual_seed(seed)
     return {"views": torch.randn(batch, num_views, channels, side, side, generator=g).to(device),
             "rel_actions": torch.randn(batch, num_views - 1, action_dim, generator=g).to(device),
+            "actions": torch.randn(batch, num_views, action_dim, generator=g).to(device),
             "label": torch.randint(0, num_classes, (batch,), generator=g).to(device)}

@@ -38,7 +38,7 @@ def validate(state: TrainState, loader, normalise: tuple[torch.Tensor, torch.Ten
         batch = to_device(nxt, state.device, *normalise) if nxt is not None else batch
         rel_actions = batch["rel_actions"]
         with autocast(state.device, bf16):
-            out = state.model(batch["views"], rel_actions)
+            out = state.model(batch["views"], rel_actions, batch["actions"])
         pred = state.probes(probe_features(out))
         metrics.update(pred, batch["label"], rel_actions[:, 0].float(), out.loss.float(), weight)
         if weight and sum(len(f) for f in features["enc"]) < RANK_SAMPLES:

@@ -45,7 +45,8 @@ def train_worker(loop_config: dict) -> None:
         w.begin_epoch(epoch)
         for batch in w.epoch_batches():
             lr = lr_at(state.step, w.steps_per_epoch, w.total_steps, w.config.optim)
-            decay = ema_decay_at(state.step, w.total_steps, w.config.ema.decay, w.config.ema.schedule)
+            decay = ema_decay_at(state.step, w.total_steps, w.config.ema.decay, w.config.ema.schedule,
+                                 w.steps_per_epoch)
             state.window.add(train_step(state, batch, lr, decay, w.config.optim.grad_clip, w.bf16))
             state.step += 1
             state.batches_done += 1
