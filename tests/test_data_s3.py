@@ -1,4 +1,4 @@
-"""Shard sets in S3-compatible object storage, over real HTTP to a moto server on 127.0.0.1."""
+"""Shard sets in S3-compatible object storage, over real HTTP to SeaweedFS's S3 gateway on 127.0.0.1."""
 
 from __future__ import annotations
 
