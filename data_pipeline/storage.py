@@ -121,6 +121,7 @@ def _s3_client(options: S3Options):
 
 def _s3_error(err: Exception, url: str, options: S3Options, action: str) -> DataError:
     """Translate a boto3/botocore failure into one line: what, where, how to fix."""
+    from boto3.exceptions import S3UploadFailedError
     from botocore.exceptions import (
         ClientError,
         ConnectTimeoutError,
@@ -129,6 +130,8 @@ def _s3_error(err: Exception, url: str, options: S3Options, action: str) -> Data
         ProfileNotFound,
     )
 
+    if isinstance(err, S3UploadFailedError) and isinstance(err.__context__, ClientError):
+        err = err.__context__  # upload_file re-raises a PutObject ClientError as this: classify the real one
     where = f"{url} (endpoint {options.describe_endpoint()})"
     if isinstance(err, (EndpointConnectionError, ConnectTimeoutError)):
         return DataError(f"cannot reach the object store to {action} {where} after {options.max_attempts} attempts; "
@@ -253,7 +256,9 @@ class S3Store:
         paginator = self.client.get_paginator("list_objects_v2")
         try:
             for page in paginator.paginate(Bucket=bucket, Prefix=key, Delimiter="/"):
-                sizes.update({f"s3://{bucket}/{obj['Key']}": int(obj["Size"]) for obj in page.get("Contents", [])})
+                # Not the folder's own marker object ("prefix/", which Ray Train's pyarrow writes): no file.
+                sizes.update({f"s3://{bucket}/{obj['Key']}": int(obj["Size"]) for obj in page.get("Contents", [])
+                              if obj["Key"] != key})
         except Exception as err:  # noqa: BLE001
             raise _s3_error(err, prefix, self.options, "list") from None
         return dict(sorted(sizes.items()))

@@ -6,8 +6,9 @@
 
 The closest thing to a multi-node GPU cluster that runs on one CPU machine, with the commands a cluster
 runs: `ray start --head` and `ray start --address=HEAD` (two Ray nodes of one CPU each, so the two
-training workers must land on different nodes), token authentication on, an S3 server (moto) holding
-Fashion-MNIST shards and receiving the checkpoints, an `mlflow server` reached over HTTP, and
+training workers must land on different nodes), token authentication on, an S3 server (SeaweedFS's S3
+gateway, as in the tests) holding Fashion-MNIST shards and receiving the checkpoints, an `mlflow server`
+reached over HTTP, and
 `ray job submit --working-dir . -- python trainer/run.py ...`. Then it checks what a cluster run must
 leave behind: the job succeeded, its workers ran on two nodes (Ray's state API), the MLflow server holds
 the run and its probe metrics, and the checkpoint is in the bucket. tests/test_cluster_dry_run.py runs it.
@@ -33,7 +34,7 @@ import urllib.request
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-if str(PROJECT_ROOT) not in sys.path:  # run as a script: make data_pipeline importable
+if str(PROJECT_ROOT) not in sys.path:  # run as a script: make data_pipeline and tests.object_store importable
     sys.path.insert(0, str(PROJECT_ROOT))
 
 # The smallest sensible job (the sizes of tests/conftest.py's tiny_overrides): the point is the plumbing.
@@ -136,12 +137,21 @@ def _stop(process: subprocess.Popen, sig: int) -> None:
         process.wait(timeout=30)
 
 
-def start_s3(stack: Stack, env: dict) -> str:
-    port = free_port()
-    server = stack.start("s3", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], env)
-    url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: http_ok(f"{url}/moto-api/"), "the S3 server (moto)", server)
-    return url
+def start_s3(stack: Stack, work: Path, env: dict) -> str:
+    """SeaweedFS's S3 gateway, started as the tests start it (tests/object_store.py), the environment's key as
+    its admin key; its data and log go to `work`/seaweedfs."""
+    from tests.object_store import Key, SeaweedFS, unavailable_reason
+
+    reason = unavailable_reason()
+    if reason is not None:
+        raise DryRunError(f"the S3 server (SeaweedFS): {reason}; or pass --s3-endpoint")
+    server = SeaweedFS(work / "seaweedfs", Key(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]))
+    try:
+        server.start()
+    except RuntimeError as err:
+        raise DryRunError(f"the S3 server (SeaweedFS): {err}") from None
+    stack.callback(server.stop)
+    return server.url
 
 
 def start_mlflow(stack: Stack, work: Path, env: dict) -> str:
@@ -247,7 +257,7 @@ def dry_run(work: Path, *, s3_endpoint: str | None = None, cache_dir: str = "~/s
                 values.update(fake)
                 for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
                     values.pop(key, None)
-            s3_endpoint = start_s3(stack, env)
+            s3_endpoint = start_s3(stack, work, env)
         # Every node sees the endpoint, as a cluster's pods do (Ray Train writes the checkpoints with pyarrow).
         env["AWS_ENDPOINT_URL"] = s3_endpoint
         env.pop("RAY_ADDRESS", None)

@@ -1,19 +1,16 @@
 """Shared fixtures: real Fashion-MNIST shards, a real local Ray instance, a real MLflow store, and a
-real S3-compatible HTTP server on 127.0.0.1 (moto's server mode)."""
+real S3 server on 127.0.0.1 (SeaweedFS's S3 gateway, tests/object_store.py)."""
 
 from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
-import time
-import urllib.request
-import uuid
 from pathlib import Path
 
 import pytest
 import torch
+
+from tests import object_store
 
 os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "120")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -95,36 +92,22 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def s3_endpoint(tmp_path_factory) -> str:
-    """URL of a moto S3 server on 127.0.0.1, for the whole session (boto3 talks real HTTP to it)."""
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "server.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/moto-api/", timeout=1)
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the moto S3 server did not start; see {log.name}") from None
-            time.sleep(0.2)
-    yield url
-    server.terminate()
-    server.wait(timeout=10)
-    log.close()
+def seaweedfs(tmp_path_factory):
+    """SeaweedFS's S3 gateway on 127.0.0.1 for the whole session, the environment's key as its admin key
+    (tests/object_store.py); skipped, saying why, where its `weed` binary cannot run."""
+    yield from object_store.serve(tmp_path_factory.mktemp("seaweedfs"), object_store.Key.from_env())
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(seaweedfs) -> str:
+    """URL of the session's S3 server (boto3 talks real HTTP to it)."""
+    return seaweedfs.url
 
 
 @pytest.fixture
 def s3_bucket(s3_endpoint) -> str:
     """A new empty bucket on the test server; returns its name."""
-    import boto3
-
-    name = f"test-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
-    return name
+    return object_store.create_bucket(s3_endpoint)
 
 
 def same_batch(a: dict, b: dict) -> bool:

@@ -1,4 +1,4 @@
-"""Shard sets in S3-compatible object storage, over real HTTP to a moto server on 127.0.0.1."""
+"""Shard sets in S3-compatible object storage, over real HTTP to SeaweedFS's S3 gateway on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -79,6 +79,15 @@ def test_upload_replaces_a_set_and_removes_shards_it_no_longer_lists(s3_endpoint
     upload_shard_set(tmp_path / "small", f"s3://{s3_bucket}/set", s3, progress=False)
     assert _keys(s3_endpoint, s3_bucket) == ["set/manifest.json", "set/shard-000000.tar", "set/shard-000001.tar"]
     assert verify_shards(f"s3://{s3_bucket}/set", s3).num_samples == 15
+
+
+def test_a_folder_marker_object_is_not_listed_as_a_file(s3_endpoint, s3_bucket):
+    """pyarrow's create_dir (Ray Train's checkpoint folders) and S3 consoles write an empty `folder/` object."""
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    client.put_object(Bucket=s3_bucket, Key="ckpt/", Body=b"")
+    client.put_object(Bucket=s3_bucket, Key="ckpt/a.bin", Body=b"abc")
+    listing = S3Store(S3Options(endpoint_url=s3_endpoint)).list_sizes(f"s3://{s3_bucket}/ckpt")
+    assert listing == {f"s3://{s3_bucket}/ckpt/a.bin": 3}
 
 
 def test_cli_writes_to_s3_and_verifies(s3_endpoint, s3_bucket, tmp_path):

@@ -1,14 +1,12 @@
 """The object store failing transiently (connection resets, 5xx, bodies cut mid-stream, slow responses)
-is retried: a fault-injecting proxy sits between boto3 and the moto S3 server on 127.0.0.1, and what
+is retried: a fault-injecting proxy sits between boto3 and the S3 server (SeaweedFS) on 127.0.0.1, and what
 the training loader reads through it is the same, batch for batch, as what it reads directly."""
 
 from __future__ import annotations
 
 import functools
 import time
-import uuid
 
-import boto3
 import pytest
 import torch
 
@@ -16,6 +14,7 @@ from data_pipeline import ActionSpace, DataError, S3Options, build_sequence_load
 from data_pipeline.sources.affine import AffineComposer
 from data_pipeline.storage import S3Store
 from data_pipeline.transforms import CANVAS_MARGIN
+from tests.object_store import create_bucket
 from tests.s3_fault_proxy import KINDS, FaultProxy
 
 # One request in three fails, each kind in turn: cycled over every object GET and listing.
@@ -24,9 +23,8 @@ EVERY_THIRD = ["ok", "ok", "reset", "ok", "ok", "500", "ok", "ok", "cut", "ok", 
 
 @pytest.fixture(scope="module")
 def fm_url(s3_endpoint, fashion_mnist_shards) -> str:
-    """s3:// URL of the real Fashion-MNIST train/ and val/ shard sets, uploaded straight to moto."""
-    bucket = f"faults-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
+    """s3:// URL of the real Fashion-MNIST train/ and val/ shard sets, uploaded straight to the server."""
+    bucket = create_bucket(s3_endpoint, prefix="faults")
     for split in ("train", "val"):
         upload_shard_set(fashion_mnist_shards / split, f"s3://{bucket}/fm/{split}", S3Options(endpoint_url=s3_endpoint),
                          progress=False)

@@ -13,10 +13,10 @@ from pathlib import Path
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from data_pipeline import DataError, prepare_shards, read_manifest
+from data_pipeline import DataError, S3Options, prepare_shards, read_manifest
 from trainer.config import Config, to_dict
 from trainer.data import resolve_shards, s3_options
-from trainer.errors import ConfigError
+from trainer.errors import CheckpointError, ConfigError, describe
 from trainer.training.worker import train_worker
 
 
@@ -51,6 +51,20 @@ def ensure_dataset(config: Config) -> None:
                             f"set data.dataset={manifest.dataset} or point data.shards at {d.dataset} shards")
         check_views(config, manifest.dataset_info.get("views_per_object"), f"{d.shards}/{split}",
                     config.model.seq_len if split == d.train_split else config.eval_seq_len)
+
+
+def check_storage(config: Config) -> None:
+    """run.storage_path takes writes, checked here as Ray Train's controller first checks it (it creates the run
+    folder and a marker file there): a denial inside the controller's actor is a traceback, not one line."""
+    storage = config.run.storage_path
+    try:
+        _ = RunConfig(name=config.run.name, storage_path=storage).storage_context  # the property does the writes
+    except OSError as err:  # pyarrow: access denied, no such bucket, endpoint unreachable, a read-only folder
+        s3 = storage.startswith("s3://")
+        where = f" (endpoint {S3Options().describe_endpoint()})" if s3 else ""
+        fix = "check AWS_ENDPOINT_URL and that the credentials may write there" if s3 else "check that it is writable"
+        raise CheckpointError(f"cannot write the run's checkpoints to run.storage_path={storage}{where}: "
+                              f"{describe(err)}; {fix}, or set another run.storage_path") from None
 
 
 def check_views(config: Config, available: int | None, where: str, seq_len: int) -> None:

@@ -42,13 +42,14 @@ def _run(args: argparse.Namespace) -> int:
 
     import ray
 
-    from trainer.launch import build_trainer, check_resources, connect_ray, ensure_dataset, resolve_paths
+    from trainer.launch import build_trainer, check_resources, check_storage, connect_ray, ensure_dataset, resolve_paths
     from trainer.redact import redact_text
     from trainer.tracking import finish_run, resolve_tracking_uri, start_or_resume_run
     from trainer.training.preemption import stop_on_sigterm
 
     config = resolve_paths(config)
     ensure_dataset(config)
+    check_storage(config)  # before the MLflow run and Ray: a storage it cannot write is one line
     uri = resolve_tracking_uri(config.tracking.tracking_uri)
     run_id, resumed = start_or_resume_run(config, uri)  # an unreachable server fails here, before Ray starts
     connect_ray(config)
