@@ -36,8 +36,9 @@ class SequenceLoader:
 
     def __init__(self, shard_dir: str, manifest: Manifest, *, composer: Composer, num_views: int, batch_size: int,
                  rank: int, world_size: int, num_workers: int, seed: int, train: bool, shuffle_buffer: int,
-                 s3: S3Options | None = None, resample_batches: int | None = None):
+                 s3: S3Options | None = None, resample_batches: int | None = None, pin_memory: bool = False):
         self.shard_dir, self.manifest, self.s3, self.composer = shard_dir, manifest, s3, composer
+        self.pin_memory = pin_memory  # batches in page-locked memory: asynchronous copies to a GPU
         self.resample_batches = resample_batches  # train only: draw shards with replacement, this many batches
         self.paths = shard_urls(shard_dir, manifest)
         self.counts = [s.num_samples for s in manifest.shards]
@@ -87,7 +88,7 @@ class SequenceLoader:
         # which the model's dropout also draws from, so a resumed epoch would shift the model's draws.
         return DataLoader(SequenceStream(self, shards, keys, start), batch_size=None, num_workers=self.num_workers,
                           persistent_workers=False, worker_init_fn=worker_init if self.num_workers else None,
-                          generator=torch.Generator().manual_seed(self.seed))
+                          generator=torch.Generator().manual_seed(self.seed), pin_memory=self.pin_memory)
 
     @property
     def readers(self) -> int:
@@ -186,7 +187,8 @@ def build_sequence_loader(shard_dir: str, *, composer: Composer | ComposerOption
                           num_views: int,
                           batch_size: int, rank: int, world_size: int, num_workers: int, seed: int, train: bool,
                           shuffle_buffer: int = 1000, s3: S3Options | None = None,
-                          resample_batches: int | None = None, shard_pattern: str | None = None) -> SequenceLoader:
+                          resample_batches: int | None = None, shard_pattern: str | None = None,
+                          pin_memory: bool = False) -> SequenceLoader:
     """A SequenceLoader for one rank over the shard set in shard_dir (a path, file:// or s3:// URL).
 
     `composer` turns the set's samples into sequences (`data_pipeline.sources`): a Composer, the
@@ -195,6 +197,7 @@ def build_sequence_loader(shard_dir: str, *, composer: Composer | ComposerOption
     pass, every worker draws shards with replacement (seeded per rank, worker and epoch) and the
     rank yields exactly this many batches per epoch: any number of nodes, any number of shards.
     `shard_pattern`: a brace pattern naming the shards of the set to read (`shard-{000000..000009}.tar`).
+    `pin_memory`: batches come in page-locked memory, for asynchronous copies to a GPU.
     """
     problems = [msg for bad, msg in [
         (num_views < 2, f"num_views must be >= 2 (M observed views + 1 target), got {num_views}"),
@@ -224,7 +227,8 @@ def build_sequence_loader(shard_dir: str, *, composer: Composer | ComposerOption
                         f"(now up to {largest}) or use fewer loader workers")
     loader = SequenceLoader(shard_dir, manifest, composer=composer, num_views=num_views, batch_size=batch_size,
                             rank=rank, world_size=world_size, num_workers=num_workers, seed=seed, train=train,
-                            shuffle_buffer=shuffle_buffer, s3=s3, resample_batches=resample_batches)
+                            shuffle_buffer=shuffle_buffer, s3=s3, resample_batches=resample_batches,
+                            pin_memory=pin_memory)
     if train and len(loader) == 0:
         raise DataError(f"{shard_dir}: some rank's loader workers hold fewer than batch_size={batch_size} samples "
                         "each, so training would take no step; lower the batch size or the loader workers")

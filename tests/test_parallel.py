@@ -39,7 +39,7 @@ def _state(model: SeqJEPA, strategy: str | None) -> TrainState:
 def _batch() -> dict:
     g = torch.Generator().manual_seed(1)
     return {"views": torch.randn(6, 4, 1, 16, 16, generator=g), "rel_actions": torch.randn(6, 3, 7, generator=g),
-            "label": torch.randint(0, 10, (6,), generator=g)}
+            "label": torch.randint(0, 10, (6,), generator=g), "actions": torch.randn(6, 4, 7, generator=g)}
 
 
 def _worker(rank: int, world: int, port: int, strategy: str, queue) -> None:

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from data_pipeline.sources import rotations as rot
 from data_pipeline.sources.affine import AffineComposer
 from data_pipeline.sources.augmented import AugmentationComposer, ImageRecord
 from data_pipeline.sources.base import encode_jpeg
 from data_pipeline.sources.glimpses import GlimpseComposer
 from data_pipeline.sources.threedie import ThreeDIEComposer, ThreeDIERecord, path_latent_actions
 from data_pipeline.transforms import ActionSpace
+from tests.rotation_reference import quaternion_to_matrix
 
 B, V = 6, 5
 
@@ -74,13 +74,13 @@ def test_affine_net_rotation_is_the_sum_of_the_step_rotations_and_shifts_add_up(
 def test_3diebench_path_rotation_is_the_product_of_the_step_rotations():
     composer, records = _threedie()
     batch = composer.compose(records, V, torch.Generator().manual_seed(3))
-    steps = rot.quaternion_to_matrix(batch["rel_actions"][..., :4].double())
-    path = rot.quaternion_to_matrix(batch["path_actions"][..., :4].double())
+    steps = quaternion_to_matrix(batch["rel_actions"][..., :4].double())
+    path = quaternion_to_matrix(batch["path_actions"][..., :4].double())
     product = steps[:, 0]
     for j in range(1, V - 1):
         product = product @ steps[:, j]
         torch.testing.assert_close(path[:, j], product, atol=1e-5, rtol=0)
-    absolute = rot.quaternion_to_matrix(batch["actions"][..., :4].double())
+    absolute = quaternion_to_matrix(batch["actions"][..., :4].double())
     torch.testing.assert_close(absolute[:, :1] @ path, absolute[:, 1:], atol=1e-5, rtol=0)  # R_0 R_path = R_{j+1}
     torch.testing.assert_close(batch["path_actions"][..., 4:], batch["rel_actions"][..., 4:].cumsum(dim=1),
                                atol=1e-5, rtol=0)  # colours and spot: differences add up
@@ -90,7 +90,7 @@ def test_3diebench_canonical_path_quaternions_have_nonnegative_w_and_the_same_ro
     latents = torch.rand(50, V, 7, dtype=torch.float64) * 4 - 2  # out of distribution too
     fixed, raw = path_latent_actions(latents, "rot", True), path_latent_actions(latents, "rot", False)
     assert (fixed[..., 3] >= 0).all() and (raw[..., 3] < 0).any()
-    torch.testing.assert_close(rot.quaternion_to_matrix(fixed), rot.quaternion_to_matrix(raw))
+    torch.testing.assert_close(quaternion_to_matrix(fixed), quaternion_to_matrix(raw))
 
 
 def test_glimpse_path_is_the_net_saccade_displacement():

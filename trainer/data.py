@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import torch
 
@@ -38,7 +39,7 @@ def build_loader(config: Config, split: str, rank: int, world_size: int) -> Sequ
     folder = config.data.train_split if train else split
     return _loader(config, folder, seq_len + 1, batch // world_size, rank, world_size, train,
                    resample_batches=config.train.steps_per_epoch if train and config.data.resample else None,
-                   shard_pattern=config.data.train_shards if train else None)
+                   shard_pattern=config.data.train_shards if train else None, pin_memory=config.scaling.use_gpu)
 
 
 def build_frozen_view_loader(config: Config, split: str, num_views: int) -> SequenceLoader:
@@ -52,13 +53,13 @@ def build_frozen_view_loader(config: Config, split: str, num_views: int) -> Sequ
 
 def _loader(config: Config, split: str, num_views: int, batch: int, rank: int, world_size: int,
             train: bool, num_workers: int | None = None, resample_batches: int | None = None,
-            shard_pattern: str | None = None) -> SequenceLoader:
+            shard_pattern: str | None = None, pin_memory: bool = False) -> SequenceLoader:
     return build_sequence_loader(
         f"{config.data.shards.rstrip('/')}/{split}", composer=composer_options(config),
         num_views=num_views, batch_size=batch, rank=rank, world_size=world_size,
         num_workers=config.data.loader_workers if num_workers is None else num_workers, seed=config.train.seed,
         train=train, shuffle_buffer=config.data.shuffle_buffer, s3=s3_options(config),
-        resample_batches=resample_batches, shard_pattern=shard_pattern)
+        resample_batches=resample_batches, shard_pattern=shard_pattern, pin_memory=pin_memory)
 
 
 def composer_options(config: Config) -> ComposerOptions:
@@ -82,3 +83,30 @@ def to_device(batch: dict, device: torch.device, mean: torch.Tensor, std: torch.
     views = batch["views"].to(device, non_blocking=True).float().div_(255.0).sub_(mean).div_(std)
     moved = {key: batch[key].to(device, non_blocking=True) for key in ("rel_actions", "actions", "label")}
     return {**batch, "views": views, **moved}
+
+
+class DeviceFeed:
+    """Loader batches -> device batches (`to_device`), for the training loop.
+
+    On CUDA each batch is copied (from the loader's page-locked memory) and normalised on a side stream, so the
+    copy overlaps the step the GPU is still computing (the loop does not wait for the device between steps);
+    the compute stream then waits for that copy only. On CPU a batch is converted when it is asked for.
+    """
+
+    def __init__(self, device: torch.device, mean: torch.Tensor, std: torch.Tensor):
+        self.device, self.mean, self.std = device, mean, std
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+
+    def __call__(self, batches: Iterable[dict]) -> Iterator[dict]:
+        for batch in batches:
+            if self.stream is None:
+                yield to_device(batch, self.device, self.mean, self.std)
+                continue
+            with torch.cuda.stream(self.stream):
+                moved = to_device(batch, self.device, self.mean, self.std)
+            compute = torch.cuda.current_stream(self.device)
+            compute.wait_stream(self.stream)
+            for value in moved.values():
+                if torch.is_tensor(value) and value.is_cuda:
+                    value.record_stream(compute)  # the allocator must not reuse it before the step is done
+            yield moved

@@ -1,8 +1,9 @@
 """SIGTERM to the driver (a preemption notice, `ray job stop`) becomes a checkpoint, then a clean exit.
 
-The driver's handler flips a flag in a small Ray actor; every step, rank 0 reads it (at most once a
-second) and all ranks agree on it with one tiny all-reduce, so they stop after the same step, write
-a checkpoint together and return. Running the same command again resumes from that checkpoint.
+The driver's handler flips a flag in a small Ray actor; at every logged step rank 0 reads it (at most
+every 0.2 s) and all ranks learn it through that step's all-reduce of the logged metrics (no collective
+of its own), so they stop after the same step, write a checkpoint together and return. Running the same
+command again resumes from that checkpoint.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ import time
 from dataclasses import dataclass
 
 import ray
-import torch
-import torch.distributed as dist
 
 
 @ray.remote(num_cpus=0)
@@ -84,19 +83,18 @@ def stop_on_sigterm(grace_s: float):
 
 
 class StopCheck:
-    """Worker side: `should_stop()` is True on every rank after the same step once a stop was requested."""
+    """Worker side: rank 0's view of the stop request, which the logging window's all-reduce shares (summed over
+    the ranks, it is > 0 on every rank after the same step once a stop was requested)."""
 
-    def __init__(self, handle, rank: int, device: torch.device, poll_every_s: float = 0.2):
-        self.handle, self.rank, self.device, self.poll_every_s = handle, rank, device, poll_every_s
+    def __init__(self, handle, rank: int, poll_every_s: float = 0.2):
+        self.handle, self.rank, self.poll_every_s = handle, rank, poll_every_s
         self._last_poll, self._requested = 0.0, False
 
-    def should_stop(self) -> bool:
-        if self.handle is None:
-            return False
-        if self.rank == 0 and not self._requested and time.monotonic() - self._last_poll >= self.poll_every_s:
+    def local_request(self) -> float:
+        """1.0 once rank 0 has seen a stop request, else 0.0 (a host call to the actor, no device work)."""
+        if self.handle is None or self.rank != 0:
+            return 0.0
+        if not self._requested and time.monotonic() - self._last_poll >= self.poll_every_s:
             self._last_poll = time.monotonic()
             self._requested = ray.get(self.handle.requested.remote())
-        flag = torch.tensor([1.0 if self._requested else 0.0], device=self.device)
-        if dist.is_initialized():
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
+        return 1.0 if self._requested else 0.0

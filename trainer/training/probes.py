@@ -87,10 +87,11 @@ class ProbeMetrics:
         """`weight=0` lets a rank that ran out of validation batches join the collectives harmlessly."""
         if weight == 0.0:
             return
-        n = label.numel()
-        correct = {key: (pred[f"logits_{key}"].argmax(-1) == label).sum().item() for key in self.kinds}
-        self.counts += torch.tensor([n, correct.get("agg", 0), correct["enc"], loss.item() * n],
-                                    dtype=torch.float64, device=self.counts.device)
+        n = label.numel()  # (counts stay on the device: no batch waits for it)
+        correct = {key: (pred[f"logits_{key}"].argmax(-1) == label).sum().double() for key in self.kinds}
+        zero = torch.zeros((), dtype=torch.float64, device=self.counts.device)
+        self.counts += torch.stack([torch.full_like(zero, n), correct.get("agg", zero), correct["enc"],
+                                    loss.double() * n])
         y = action.double()
         for key in self.kinds:
             err = pred[f"action_{key}"].double() - y

@@ -43,17 +43,21 @@ def seed_rank(seed: int, rank: int) -> None:
 
 @dataclass
 class LossWindow:
-    """This rank's training losses since the last logged step (kept across a mid-epoch checkpoint)."""
+    """This rank's training losses since the last logged step (kept across a mid-epoch checkpoint).
 
-    loss_sum: float = 0.0
+    Summed on the device in float64 (what Python's float sum of the float32 losses gives, bit for bit), so a
+    step never waits for the device; the logging window reads the mean once.
+    """
+
+    loss_sum: float | torch.Tensor = 0.0
     steps: int = 0
 
     def add(self, loss: torch.Tensor) -> None:
-        self.loss_sum += float(loss)
+        self.loss_sum = self.loss_sum + loss.double()
         self.steps += 1
 
-    def mean(self) -> float:
-        return self.loss_sum / self.steps
+    def mean(self) -> torch.Tensor:
+        return torch.as_tensor(self.loss_sum, dtype=torch.float64) / self.steps
 
     def reset(self) -> None:
         self.loss_sum, self.steps = 0.0, 0
@@ -90,7 +94,7 @@ class TrainState(Stateful):
 
     def rank_state(self) -> dict:
         state = {"torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
-                 "position": self.loader.position.to_dict(), "window": [self.window.loss_sum, self.window.steps]}
+                 "position": self.loader.position.to_dict(), "window": [float(self.window.loss_sum), self.window.steps]}
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         return state

@@ -24,7 +24,7 @@ import torch.distributed as dist
 from data_pipeline import SequenceLoader
 from trainer.checkpointing.dcp import disk_full, full_encoder_state
 from trainer.config import Config, config_from_dict
-from trainer.data import build_loader, normalisation, to_device
+from trainer.data import DeviceFeed, build_loader, normalisation
 from trainer.errors import CheckpointError
 from trainer.tracking import MetricsLogger
 from trainer.training.ema import ema_decay_at
@@ -40,30 +40,35 @@ from trainer.training.validation import validate
 
 def train_worker(loop_config: dict) -> None:
     w = build_worker(loop_config)
-    state, train = w.state, w.config.train
-    for epoch in range(state.epoch, train.epochs):
+    for epoch in range(w.state.epoch, w.config.train.epochs):
         w.begin_epoch(epoch)
-        for batch in w.epoch_batches():
-            lr = lr_at(state.step, w.steps_per_epoch, w.total_steps, w.config.optim)
-            decay = ema_decay_at(state.step, w.total_steps, w.config.ema.decay, w.config.ema.schedule,
-                                 w.steps_per_epoch)
-            state.window.add(train_step(state, batch, lr, decay, w.config.optim.grad_clip, w.bf16))
-            state.step += 1
-            state.batches_done += 1
-            for hook in w.hooks:
-                hook.after_step(epoch, state.step, batch)
-            if state.step % train.log_every_steps == 0 or w.epoch_done:
-                log_window(w, lr, decay)
-            if not w.epoch_done:
-                if w.stop.should_stop():
-                    checkpoint(w, {"epoch": epoch, "step": state.step, "preempted": 1})
-                    w.logger.flush()
-                    return
-                if w.step_checkpoint_due():
-                    checkpoint(w, {"epoch": epoch, "step": state.step})
-        if end_epoch(w):
-            return
+        if run_epoch(w) or end_epoch(w):
+            return  # stopped (SIGTERM): a checkpoint at the current step is written
     finish(w)
+
+
+def run_epoch(w: Worker) -> bool:
+    """The epoch's remaining steps; True when the run stops mid-epoch. Nothing here waits for the device except
+    the logging window, once per `train.log_every_steps` steps."""
+    state, train = w.state, w.config.train
+    for batch in w.epoch_batches():
+        lr = lr_at(state.step, w.steps_per_epoch, w.total_steps, w.config.optim)
+        decay = ema_decay_at(state.step, w.total_steps, w.config.ema.decay, w.config.ema.schedule, w.steps_per_epoch)
+        state.window.add(train_step(state, batch, lr, decay, w.config.optim.grad_clip, w.bf16))
+        state.step += 1
+        state.batches_done += 1
+        for hook in w.hooks:
+            hook.after_step(state.epoch, state.step, batch)
+        if state.step % train.log_every_steps == 0 or w.epoch_done:
+            log_window(w, lr, decay)
+        if not w.epoch_done:
+            if w.stop_requested:
+                checkpoint(w, {"epoch": state.epoch, "step": state.step, "preempted": 1})
+                w.logger.flush()
+                return True
+            if w.step_checkpoint_due():
+                checkpoint(w, {"epoch": state.epoch, "step": state.step})
+    return False
 
 
 @dataclass
@@ -82,8 +87,10 @@ class Worker:
     stop: StopCheck
     hooks: list[StepHook]
     steps_per_epoch: int
+    feed: DeviceFeed  # loader batches -> device batches
     wait_s: float = 0.0  # this window's time spent waiting for batches
     window_start: float = field(default_factory=time.perf_counter)
+    stop_requested: bool = False  # as of the last logging window, on every rank alike
 
     @property
     def total_steps(self) -> int:
@@ -101,7 +108,11 @@ class Worker:
         self.wait_s, self.window_start = 0.0, time.perf_counter()
 
     def epoch_batches(self):
-        """The epoch's remaining batches, on the device; the time spent waiting for each one is counted."""
+        """The epoch's remaining batches, on the device (`DeviceFeed`)."""
+        return self.feed(self._loader_batches())
+
+    def _loader_batches(self):
+        """The epoch's remaining loader batches; the time spent waiting for each one is counted."""
         batches = iter(self.state.loader)
         for _ in range(self.steps_per_epoch - self.state.batches_done):
             started = time.perf_counter()
@@ -109,7 +120,7 @@ class Worker:
             if batch is None:
                 return
             self.wait_s += time.perf_counter() - started
-            yield to_device(batch, self.state.device, *self.normalise)
+            yield batch
 
     def step_checkpoint_due(self) -> bool:
         every = self.config.train.checkpoint_every_steps
@@ -117,13 +128,24 @@ class Worker:
 
 
 def build_worker(loop_config: dict) -> Worker:
+    """This Ray Train worker's run: its place in the group from Ray's context, its checkpoint from Ray Train."""
+    context = ray.train.get_context()
+    config = config_from_dict(loop_config["config"])
+    device = ray.train.torch.get_device() if config.scaling.use_gpu else torch.device("cpu")
+    restored = ray.train.get_checkpoint()
+    if restored is None:
+        return make_worker(loop_config, context.get_world_rank(), context.get_world_size(), device)
+    with restored.as_directory() as folder:
+        return make_worker(loop_config, context.get_world_rank(), context.get_world_size(), device, Path(folder))
+
+
+def make_worker(loop_config: dict, rank: int, world: int, device: torch.device,
+                checkpoint_folder: Path | None = None) -> Worker:
+    """Loaders, training state (restored from `checkpoint_folder` if given), MLflow logger, stop check, hooks."""
     # Model outputs are never modified in place here, which is all this FSDP2 warning is about.
     warnings.filterwarnings("ignore", message=".*returned a view tensor.*")
     config = config_from_dict(loop_config["config"])
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(config.scaling.torch_threads or max(1, int(config.scaling.cpus_per_worker)))
-    device = ray.train.torch.get_device() if config.scaling.use_gpu else torch.device("cpu")
 
     train_loader = build_loader(config, "train", rank, world)
     val_loader = build_loader(config, "val", rank, world)
@@ -135,33 +157,35 @@ def build_worker(loop_config: dict) -> Worker:
     if precision_warning and rank == 0:
         warnings.warn(precision_warning)
 
-    restored = ray.train.get_checkpoint()
-    if restored is not None:
-        with restored.as_directory() as folder:
-            state.restore(Path(folder), config.train.seed, rank, world)
+    if checkpoint_folder is not None:
+        state.restore(checkpoint_folder, config.train.seed, rank, world)
+    restored = checkpoint_folder is not None
     mlflow = loop_config.get("mlflow", {})
-    logger = MetricsLogger(mlflow.get("tracking_uri"), mlflow.get("run_id"), enabled=rank == 0,
-                           resumed=restored is not None)
+    logger = MetricsLogger(mlflow.get("tracking_uri"), mlflow.get("run_id"), enabled=rank == 0, resumed=restored)
     logger.set_tag("precision", precision)  # what `train.precision` resolved to on this hardware
-    return Worker(config, loop_config["config"], rank, world, state, val_loader, normalisation(train_loader, device),
-                  precision == "bf16", logger, StopCheck(loop_config.get("stop_signal"), rank, device),
-                  build_hooks(config, rank, world, restored is not None), steps_per_epoch)
-
-
-def _sum_across_ranks(values: list[float], device: torch.device) -> list[float]:
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    if dist.is_initialized():
-        dist.all_reduce(t)
-    return t.tolist()
+    normalise = normalisation(train_loader, device)
+    return Worker(config, loop_config["config"], rank, world, state, val_loader, normalise, precision == "bf16",
+                  logger, StopCheck(loop_config.get("stop_signal"), rank), build_hooks(config, rank, world, restored),
+                  steps_per_epoch, DeviceFeed(device, *normalise))
 
 
 def log_window(w: Worker, lr: float, decay: float) -> None:
-    """The window's mean loss and data-wait share over all ranks, and the schedules, to MLflow (rank 0)."""
+    """The window's mean loss and data-wait share over all ranks, and the schedules, to MLflow (rank 0).
+
+    The one place a step waits for the device: one all-reduce of everything the ranks must agree on (the
+    stop request included) and one read of its result.
+    """
     state = w.state
     elapsed = time.perf_counter() - w.window_start
     skipped = state.loader.corrupt_samples + w.val_loader.corrupt_samples
-    loss_sum, wait_sum, skipped = _sum_across_ranks([state.window.mean(), w.wait_s / elapsed, skipped], state.device)
-    loss_mean, wait_frac = loss_sum / w.world, wait_sum / w.world
+    host = torch.tensor([w.wait_s / elapsed, skipped, w.stop.local_request()], dtype=torch.float64)
+    if state.device.type == "cuda":  # page-locked: the copy need not wait for the steps still running
+        host = host.pin_memory()
+    values = torch.cat([state.window.mean().view(1).to(state.device), host.to(state.device, non_blocking=True)])
+    if dist.is_initialized():
+        dist.all_reduce(values)
+    loss_sum, wait_sum, skipped, stops = values.tolist()
+    loss_mean, wait_frac, w.stop_requested = loss_sum / w.world, wait_sum / w.world, stops > 0
     if not math.isfinite(loss_mean):
         raise FloatingPointError(f"training loss became {loss_mean} at step {state.step}; lower optim.lr or set "
                                  "optim.grad_clip")
@@ -182,7 +206,7 @@ def end_epoch(w: Worker) -> bool:
         metrics.update(validate(state, w.val_loader, w.normalise, state.loader.action_dim, state.loader.action_groups,
                                 w.config.probe.val_batches, w.bf16))
         w.logger.log_metrics({k: v for k, v in metrics.items() if "/" in k}, state.step)
-    stopping = not last_epoch and w.stop.should_stop()
+    stopping = not last_epoch and w.stop_requested  # as of the epoch's last step, which is always logged
     if (state.epoch + 1) % train.checkpoint_every_epochs == 0 or last_epoch or stopping or w.step_checkpoint_due():
         checkpoint(w, {**metrics, **({"preempted": 1} if stopping else {})})
     else:
