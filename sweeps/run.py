@@ -135,7 +135,9 @@ def _run(args: argparse.Namespace) -> int:
         return 130
     if not args.no_report and spec.evaluate.enabled:
         for path in report.make_report(runs, spec.folder / "report", uri, parent_run_id, list(spec.search_space)):
-            print(f"[seq-jepa sweep] figure: {path}")
+            if path.suffix == ".md":  # the methods' Table 1, the action-conditioning contrast
+                print(f"\n{path.stem}:\n{path.read_text()}")
+            print(f"[seq-jepa sweep] report: {path}")
     finish_run(uri, parent_run_id, "FAILED" if results.num_errors else "FINISHED")
     if results.num_errors:
         print(f"[seq-jepa sweep] {results.num_errors} of {len(results)} trials failed; the first error:\n"

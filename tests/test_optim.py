@@ -37,3 +37,8 @@ def test_weight_decay_only_on_weights():
     assert decayed["weight_decay"] == 0.05 and plain["weight_decay"] == 0.0
     assert {p.ndim for p in decayed["params"]} == {2, 3} and {p.ndim for p in plain["params"]} == {1}
     assert isinstance(optimizer, torch.optim.AdamW)
+
+
+def test_lr_zero_is_the_untrained_floor_at_every_step():
+    cfg = OptimConfig(lr=0.0, start_lr=1e-5, final_lr=1e-4, warmup_epochs=2)
+    assert [lr_at(step, 10, 100, cfg) for step in (0, 5, 20, 99)] == [0.0, 0.0, 0.0, 0.0]

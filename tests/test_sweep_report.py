@@ -133,3 +133,32 @@ def test_table1_one_row_per_variant_averaged_over_seeds(methods_store, mlflow_ur
 
     attached = {a.path for a in MlflowClient(mlflow_uri).list_artifacts(methods_store, "report")}
     assert {"report/table1.md", "report/table1_scatter.png"} <= attached
+
+
+def test_the_contrast_table_puts_actions_no_actions_and_the_floor_side_by_side(mlflow_uri, tmp_path):
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    from sweeps.contrast import contrast_markdown, contrast_rows
+
+    parent, _ = open_run(mlflow_uri, "sweeps", "fidelity", {SWEEP_TAG: "fidelity", ROLE_TAG: "sweep"})
+    client = MlflowClient(mlflow_uri)
+    for rotation in (45, 180):
+        for variant, r2, top1 in (("actions", 0.6, 50.0), ("no_actions", 0.2, 48.0), ("untrained", 0.3, 40.0)):
+            tags = {PARENT_TAG: parent, SWEEP_TAG: "fidelity", VARIANT_TAG: variant}
+            run, _ = open_run(mlflow_uri, "sweeps", f"fidelity-{rotation}-{variant}", tags)
+            log_params(mlflow_uri, run, {"model.seq_len": 3, "data.rotation_deg": rotation,
+                                         "model.action_cond": variant != "no_actions"})
+            metrics = {"eval/equi/r2_enc/rotation": r2 * rotation / 45, "eval/inv/acc_agg/M1": top1 - 5,
+                       "eval/inv/acc_agg/M3": top1, "eval/inv/acc_agg/M6": top1 + 4,
+                       "eval/equi/r2_agg/rotation": 0.01}
+            client.log_batch(run, metrics=[Metric(k, v, 0, 10) for k, v in metrics.items()])
+            client.set_terminated(run)
+    rows = contrast_rows(child_runs(mlflow_uri, parent), ["data.rotation_deg"])
+    assert [row["setting"] for row in rows] == ["rotation_deg=45", "rotation_deg=180"]
+    assert rows[0]["rot_ratio"] == pytest.approx(3.0) and rows[1]["rot/untrained"] == pytest.approx(1.2)
+    table = contrast_markdown(rows)
+    assert "| rotation_deg=45 | 0.600 / 0.200 / 0.300 | 3.00x | 50.0 / 48.0 / 40.0 | 45.0 → 54.0 | 0.010 |" in table
+    assert main(["--sweep", "fidelity", "--experiment", "sweeps", "--tracking-uri", mlflow_uri,
+                 "--out", str(tmp_path / "out")]) == 0
+    assert "| setting |" in (tmp_path / "out" / "contrast.md").read_text()

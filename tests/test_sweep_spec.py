@@ -38,7 +38,7 @@ def test_the_methods_sweep_names_every_method_and_the_floor_on_every_dataset():
     methods = {o.split("=")[1] for overrides in spec.variants.values() for o in overrides
                if o.startswith("model.method=")}
     assert methods == set(METHOD_NAMES)
-    assert spec.variants["untrained"] == ["model.method=seq_jepa", "optim.lr=0"]
+    assert spec.variants["untrained"][:2] == ["model.method=seq_jepa", "optim.lr=0"]
     assert "model.action_cond=false" in spec.variants["seq_jepa_no_actions"]
     trial = spec.trial_overrides({"variant": "simclr", "train.seed": 1})
     assert trial[-2:] == ["model.method=simclr", "train.seed=1"]

@@ -65,7 +65,9 @@ def _loader(config: Config, split: str, num_views: int, batch: int, rank: int, w
 def composer_options(config: Config) -> ComposerOptions:
     """The `data.*` options that turn a shard set's samples into sequences (data_pipeline picks the composer)."""
     d = config.data
-    return ComposerOptions(action_space=action_space(config), image_size=d.image_size, blur=d.blur,
+    announced = tuple(d.announced_actions) if d.announced_actions is not None else None
+    return ComposerOptions(action_space=action_space(config), announced_actions=announced, image_size=d.image_size,
+                           blur=d.blur,
                            legacy_action_norm=d.legacy_action_norm, latent_type=d.latent_type,
                            canonical_quaternions=d.canonical_quaternions, fovea_size=d.fovea_size,
                            use_saliency=d.use_saliency, inhibition_of_return=d.inhibition_of_return,

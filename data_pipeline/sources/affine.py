@@ -2,16 +2,20 @@
 
 Used for Fashion-MNIST (and any image + label shard set): each sequence is M+1 views of one source
 image under rotation, scale, translation, brightness and contrast, whose sampled parameters are the
-actions (see `data_pipeline.transforms` for the conventions).
+actions (see `data_pipeline.transforms` for the conventions). `announced` picks the action groups the
+model is told; the others still vary, unannounced, as colour and lighting do in the paper's 3DIEBench runs
+conditioned on rotation alone.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
 
+from data_pipeline.errors import DataError
 from data_pipeline.sources.base import decode_image, decode_label
 from data_pipeline.transforms import (
     ACTION_DIM,
@@ -33,21 +37,43 @@ class AffineComposer:
     width: int
     channels: int
     num_classes: int
+    announced: Optional[tuple[str, ...]] = None  # the action groups in the actions, in ACTION_GROUPS order; None: all
+
+    def __post_init__(self):
+        unknown = set(self.announced or ()) - set(ACTION_GROUPS)
+        if unknown or self.announced == ():
+            raise DataError(f"announced actions must be a non-empty subset of {', '.join(ACTION_GROUPS)}, got "
+                            f"{list(self.announced)}")
 
     @classmethod
-    def for_shards(cls, space: ActionSpace, image_size: int, manifest) -> "AffineComposer":
+    def for_shards(cls, space: ActionSpace, image_size: int, manifest,
+                   announced: Optional[tuple[str, ...]] = None) -> "AffineComposer":
         """The composer for a shard set, its geometry and label range taken from the set's manifest."""
         info = manifest.dataset_info
         return cls(space, image_size, height=info["height"], width=info["width"], channels=info["channels"],
-                   num_classes=info["num_classes"])
+                   num_classes=info["num_classes"], announced=announced)
+
+    @property
+    def groups(self) -> list[str]:
+        return [g for g in ACTION_GROUPS if self.announced is None or g in self.announced]
+
+    @property
+    def dims(self) -> list[int]:
+        """The announced dims of the full action vector, in order."""
+        return [d for g in self.groups for d in ACTION_GROUPS[g]]
 
     @property
     def action_dim(self) -> int:
-        return ACTION_DIM
+        return len(self.dims) if self.announced is not None else ACTION_DIM
 
     @property
     def action_groups(self) -> dict[str, list[int]]:
-        return {k: list(v) for k, v in ACTION_GROUPS.items()}
+        """Each announced group's dims in the (possibly reduced) action vector."""
+        groups, start = {}, 0
+        for g in self.groups:
+            groups[g] = list(range(start, start + len(ACTION_GROUPS[g])))
+            start += len(ACTION_GROUPS[g])
+        return groups
 
     def decode(self, sample: dict[str, bytes]) -> tuple[np.ndarray, int]:
         """(image uint8 (H, W) or (H, W, C), label); raises on anything that disagrees with the manifest."""
@@ -62,8 +88,9 @@ class AffineComposer:
         images = torch.from_numpy(np.stack([image for image, _ in records]))
         images = images.unsqueeze(1) if images.dim() == 3 else images.permute(0, 3, 1, 2).contiguous()
         params = sample_params(len(records), num_views, self.space, generator)
+        keep = self.dims if self.announced is not None else slice(None)
         return {"views": render_views(images, params, self.image_size),
-                "actions": absolute_actions(params, self.space),
-                "rel_actions": relative_actions(params, self.space),
-                "path_actions": path_actions(params, self.space),
+                "actions": absolute_actions(params, self.space)[..., keep],
+                "rel_actions": relative_actions(params, self.space)[..., keep],
+                "path_actions": path_actions(params, self.space)[..., keep],
                 "label": torch.tensor([label for _, label in records], dtype=torch.int64)}

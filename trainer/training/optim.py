@@ -27,7 +27,10 @@ def lr_at(step: int, steps_per_epoch: int, total_steps: int, cfg: OptimConfig) -
     cosine: per-step linear warm-up from start_lr to lr, then cosine decay to final_lr.
     legacy_constant: the official code's effective behaviour, a per-epoch warm-up and then a
     constant lr (its cosine scheduler is overwritten at every epoch start, spec §3.3).
+    lr = 0 is the untrained floor of a comparison: 0 at every step, whatever start_lr and final_lr say.
     """
+    if cfg.lr == 0:
+        return 0.0
     if cfg.schedule == "legacy_constant":
         epoch = step // max(steps_per_epoch, 1)
         if epoch < cfg.warmup_epochs:
