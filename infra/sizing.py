@@ -118,7 +118,7 @@ def saved_bytes(model, seq_len: int, image_size: int, action_dim: int, bf16: boo
     model.train()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
             torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        model(views[:, :-1], views[:, -1], actions)
+        model(views, actions)
     return sum(storages.values())
 
 
