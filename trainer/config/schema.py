@@ -180,6 +180,7 @@ class TrainConfig:
     precision: Literal["fp32", "bf16", "auto"] = "fp32"  # bf16: autocast, BatchNorm and the loss stay fp32;
     # auto: bf16 where the worker's CPU/GPU has it natively (trainer/training/precision.py), else fp32
     channels_last: bool = False  # NHWC activations: faster convolutions with oneDNN and on GPUs
+    peak_tflops: Optional[float] = None  # per worker; None: from the accelerator table, or measured on CPU
     log_every_steps: int = 20  # per-step metrics cadence (every report is a barrier across workers)
     eval_every_epochs: int = 1  # validation + probe metrics cadence
     checkpoint_every_epochs: int = 1  # checkpoint cadence (the last epoch is always checkpointed)
@@ -197,6 +198,8 @@ class TrainConfig:
             require(getattr(self, key) >= 1, f"train.{key} must be >= 1, got {getattr(self, key)}")
         require(self.checkpoint_every_steps is None or self.checkpoint_every_steps >= 1,
                 f"train.checkpoint_every_steps must be >= 1 or null, got {self.checkpoint_every_steps}")
+        require(self.peak_tflops is None or self.peak_tflops > 0,
+                f"train.peak_tflops must be > 0 (TFLOP/s of one worker) or null, got {self.peak_tflops}")
 
 
 @dataclass

@@ -1,0 +1,184 @@
+"""Model FLOPs utilisation (MFU): what one training step computes, what the accelerator could, and the ratio.
+
+Why: samples/s alone cannot say whether a run is data-bound, communication-bound or simply at the
+hardware's limit. MFU = achieved model FLOP/s / peak FLOP/s answers that across machines and precisions.
+
+* `step_flops` counts the FLOPs of one step of one rank ONCE, with `torch.utils.flop_counter` (matmuls,
+  convolutions, attention; elementwise ops are not counted, as in spec §8.2): the model's forward and
+  backward, the EMA target's forward, and the online probes' forward and backward (~0.2 %). The optimizer
+  step and the EMA update are elementwise over the parameters (~0.03 GFLOP for ResNet-18 seq-JEPA,
+  against ~12 GFLOP per sequence): negligible, not counted. The count runs on a fresh model built on
+  the meta device whose tensors then become fake (shapes, no data), inside `fork_rng`: no memory, and
+  neither the real model nor the global RNG is touched, so the run's losses stay bit-identical.
+* `peak_flops`: `train.peak_tflops` if set; else the datasheet figure of a known GPU; else (CPU, unknown
+  GPU) the best rate of a short matmul loop in the run's precision, measured and labelled as such.
+* `mfu_metrics`: the window's `train/tflops_per_s` (all workers) and `train/mfu`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from typing import Callable
+
+import torch
+from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils.flop_counter import FlopCounterMode
+
+from trainer.config import Config
+from trainer.model import SeqJEPAOutput, build_model
+from trainer.training.probes import OnlineProbes, probe_features, probe_loss
+
+# Dense (no 2:4 sparsity) peak TFLOP/s per GPU from NVIDIA's datasheets, whose tensor figures are quoted with
+# sparsity (halved here): H100 and H200 SXM: BF16 1,979* / TF32 989* / FP32 67 (H100 datasheet,
+# resources.nvidia.com/en-us-tensor-core/nvidia-tensor-core-gpu-datasheet; H200 datasheet,
+# nvidia.com/en-us/data-center/h200); H100 PCIe: 1,513* / 756* / 51; H100 NVL and H200 NVL: 1,671* / 835* / 60;
+# A100 (SXM4 and PCIe, 40 and 80 GB): BF16 312 / TF32 156 / FP32 19.5 dense (nvidia-a100-datasheet-us-nvidia-
+# 1758950-r4-web.pdf); L40S: 733* / 366* / 91.6 (L40S datasheet). First match of the pattern in
+# `torch.cuda.get_device_name` wins, so the specific names come first.
+GPU_PEAK_TFLOPS: list[tuple[str, str, dict[str, float]]] = [
+    (r"H100.*PCIe", "NVIDIA H100 PCIe", {"bf16": 756.5, "tf32": 378.0, "fp32": 51.0}),
+    (r"H[12]00.*NVL", "NVIDIA H100/H200 NVL", {"bf16": 835.5, "tf32": 417.5, "fp32": 60.0}),
+    (r"H100", "NVIDIA H100 SXM", {"bf16": 989.4, "tf32": 494.7, "fp32": 67.0}),
+    (r"H200", "NVIDIA H200 SXM", {"bf16": 989.4, "tf32": 494.7, "fp32": 67.0}),
+    (r"A100", "NVIDIA A100", {"bf16": 312.0, "tf32": 156.0, "fp32": 19.5}),
+    (r"L40S", "NVIDIA L40S", {"bf16": 362.05, "tf32": 183.0, "fp32": 91.6}),
+]
+
+
+def model_forward(model: nn.Module, batch: dict) -> SeqJEPAOutput:
+    """The model call of `trainer.training.step.train_step`: change both together."""
+    views = batch["views"]
+    return model(views[:, :-1], views[:, -1], batch["rel_actions"])
+
+
+def count_flops(make_module: Callable[[], nn.Module], run: Callable[[nn.Module], object]) -> float:
+    """FLOPs of `run(module)` on a fresh `make_module()`, without memory, data or randomness.
+
+    The module is built on the meta device, then its tensors become fake CPU tensors (shapes only): the
+    code paths a real CPU tensor takes (autocast by device type, ...) work, nothing is computed. `run`
+    creates its inputs itself (`torch.empty`: fake too) and calls `.backward()` where it wants it counted.
+    """
+    with torch.random.fork_rng(devices=[]):
+        with torch.device("meta"):
+            module = make_module()
+        with FakeTensorMode(allow_non_fake_inputs=True):
+            module.to_empty(device="cpu")
+            with FlopCounterMode(display=False) as counter:
+                run(module)
+    return float(counter.get_total_flops())
+
+
+def step_flops(config: Config, action_dim: int, channels: int, num_classes: int, batch_per_rank: int,
+               image_side: int, num_views: int,
+               forward: Callable[[nn.Module, dict], SeqJEPAOutput] = model_forward) -> float:
+    """FLOPs of one training step of one rank: model forward + backward (EMA target forward included) and the
+    online probes' forward + backward, for a batch of `batch_per_rank` sequences of `num_views` views."""
+
+    class Step(nn.Module):  # model and probes in one module, so that count_flops builds both
+        def __init__(self):
+            super().__init__()
+            self.model = build_model(config, action_dim, channels)
+            self.probes = OnlineProbes(self.model.encoder.out_dim, self.model.token_dim, action_dim, num_classes,
+                                       config.probe.hidden)
+
+    def run(step: Step) -> None:
+        step.train()
+        batch = {"views": torch.empty(batch_per_rank, num_views, channels, image_side, image_side),
+                 "rel_actions": torch.empty(batch_per_rank, num_views - 1, action_dim),
+                 "label": torch.zeros(batch_per_rank, dtype=torch.long)}
+        out = forward(step.model, batch)
+        out.loss.backward()
+        pred = step.probes(probe_features(out))
+        probe_loss(pred, batch["label"], batch["rel_actions"][:, 0].float()).backward()
+
+    return count_flops(Step, run)
+
+
+def batch_step_flops(config: Config, batch: dict, num_classes: int) -> float:
+    """`step_flops` for batches shaped like `batch` (a loader's or a device batch: views (B, V, C, S, S))."""
+    batch_size, num_views, channels, side = batch["views"].shape[:4]
+    return step_flops(config, batch["rel_actions"].shape[-1], channels, num_classes, batch_size, side, num_views)
+
+
+def gpu_peak(name: str, precision: str) -> tuple[float, str] | None:
+    """(FLOP/s, source) of a known GPU from its `torch.cuda.get_device_name`; None if it is not in the table."""
+    for pattern, label, peaks in GPU_PEAK_TFLOPS:
+        if re.search(pattern, name):
+            return peaks[precision] * 1e12, f"{label} datasheet, {precision} dense"
+    return None
+
+
+def measure_peak(device: torch.device, bf16: bool, seconds: float = 0.3) -> float:
+    """The best FLOP/s of square matmuls in the run's precision over ~`seconds`, with this process's threads.
+
+    Inputs come from a private generator and the global RNG is forked: the run's random draws are untouched.
+    """
+    n = 1024 if device.type == "cpu" else 8192
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        g = torch.Generator().manual_seed(0)
+        a, b = (torch.rand(n, n, generator=g).to(device, dtype) for _ in range(2))
+        torch.matmul(a, b)  # warm-up: kernel selection, page faults
+        best, started = 0.0, time.perf_counter()
+        while True:
+            _sync(device)
+            t0 = time.perf_counter()
+            torch.matmul(a, b)
+            _sync(device)
+            best = max(best, 2.0 * n**3 / (time.perf_counter() - t0))
+            if time.perf_counter() - started >= seconds:
+                return best
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_flops(device: torch.device, bf16: bool, configured: float | None) -> tuple[float, str]:
+    """(peak FLOP/s of one worker, where the figure comes from): `configured` (`train.peak_tflops`, TFLOP/s),
+    else a known GPU's datasheet figure, else a measured matmul peak.
+
+    A GPU's fp32 run is rated against TF32 while cuDNN may use it for convolutions (PyTorch's default,
+    `torch.backends.cudnn.allow_tf32`): the convolutions are ~97 % of the step's FLOPs.
+    """
+    if configured is not None:
+        return configured * 1e12, "train.peak_tflops"
+    precision = "bf16" if bf16 else "fp32"
+    if device.type == "cuda":
+        if not bf16 and torch.backends.cudnn.allow_tf32:
+            precision = "tf32"
+        known = gpu_peak(torch.cuda.get_device_name(device), precision)
+        if known is not None:
+            return known
+    threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
+    return measure_peak(device, bf16), f"measured: matmul peak on {device.type}, {'bf16' if bf16 else 'fp32'}{threads}"
+
+
+def cpu_flags() -> dict[str, bool]:
+    """The CPU features that decide its matmul peak (what a benchmark ran with): AVX2, AVX-512, AVX512-BF16, AMX."""
+    try:
+        flags = set(open("/proc/cpuinfo").read().split())
+    except OSError:  # not Linux: what torch can tell
+        flags = set()
+    probe = lambda name: bool(getattr(torch.cpu, name, lambda: False)())  # noqa: E731 - private, hence optional
+    return {"avx2": "avx2" in flags, "avx512f": "avx512f" in flags,
+            "avx512_bf16": "avx512_bf16" in flags or probe("_is_avx512_bf16_supported"),
+            "amx": "amx_bf16" in flags or probe("_is_amx_tile_supported")}
+
+
+def describe_cpu() -> str:
+    """One line: cores, torch's CPU capability and the flags above (for benchmark output)."""
+    flags = ", ".join(f"{name} {'yes' if on else 'no'}" for name, on in cpu_flags().items())
+    return (f"{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()}), "
+            f"{torch.get_num_threads()} threads; {flags}")
+
+
+def mfu_metrics(step_flops: float, steps: int, elapsed_s: float, world: int, peak: float) -> dict[str, float]:
+    """A logging window's achieved TFLOP/s over all `world` workers (each ran `steps` steps of `step_flops`) and
+    the MFU: achieved / (world x per-worker peak)."""
+    achieved = step_flops * steps * world / elapsed_s
+    return {"train/tflops_per_s": achieved / 1e12, "train/mfu": achieved / (world * peak)}
