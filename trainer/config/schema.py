@@ -159,6 +159,8 @@ class EvalConfig:
     hidden: int = 1024  # width of the MLP regressor of the relative action (spec §3.6)
     seed: int = 0  # probe initialisation and minibatch order
     feature_cache: bool = True  # keep extracted features under data.cache_dir/features and reuse them
+    loader_workers: Optional[int] = None  # processes rendering views for the extraction (spawned: safe beside
+    # Ray); None: this machine's cores, up to 4; 0: in this process. The features are the same for any value
 
     def check(self) -> None:
         require(len(self.seq_lens) >= 1 and all(m >= 1 for m in self.seq_lens),
@@ -170,6 +172,8 @@ class EvalConfig:
         require(self.epochs >= 1 and self.batch_size >= 1 and self.hidden >= 1,
                 "eval.epochs, eval.batch_size and eval.hidden must be >= 1")
         require(self.lr > 0, f"eval.lr must be > 0, got {self.lr}")
+        require(self.loader_workers is None or self.loader_workers >= 0,
+                f"eval.loader_workers must be >= 0 or null, got {self.loader_workers}")
 
 
 @dataclass
