@@ -11,7 +11,7 @@ hardware's limit. MFU = achieved model FLOP/s / peak FLOP/s answers that across 
   the meta device whose tensors then become fake (shapes, no data), inside `fork_rng`: no memory, and
   neither the real model nor the global RNG is touched, so the run's losses stay bit-identical.
 * `peak_flops`: `train.peak_tflops` if set; else the datasheet figure of a known GPU; else (CPU, unknown
-  GPU) the best rate of a short matmul loop in the run's precision, measured and labelled as such.
+  GPU) the best rate of a short matmul and convolution loop in the run's precision, measured and labelled so.
 * `mfu_metrics`: the window's `train/tflops_per_s` (all workers) and `train/mfu`.
 """
 
@@ -75,7 +75,11 @@ def step_flops(config: Config, action_dim: int, channels: int, num_classes: int,
                image_side: int, num_views: int,
                forward: Callable[[nn.Module, dict], SeqJEPAOutput] = model_forward) -> float:
     """FLOPs of one training step of one rank: model forward + backward (EMA target forward included) and the
-    online probes' forward + backward, for a batch of `batch_per_rank` sequences of `num_views` views."""
+    online probes' forward + backward, for a batch of `batch_per_rank` sequences of `num_views` views.
+    The count is linear in the batch; a batch of 1 (per-sequence figures) is counted as half a batch of 2, since
+    BatchNorm in training mode refuses a single sample."""
+    if batch_per_rank == 1:
+        return step_flops(config, action_dim, channels, num_classes, 2, image_side, num_views, forward) / 2
 
     class Step(nn.Module):  # model and probes in one module, so that count_flops builds both
         def __init__(self):
@@ -111,26 +115,34 @@ def gpu_peak(name: str, precision: str) -> tuple[float, str] | None:
     return None
 
 
-def measure_peak(device: torch.device, bf16: bool, seconds: float = 0.3) -> float:
-    """The best FLOP/s of square matmuls in the run's precision over ~`seconds`, with this process's threads.
+def measure_peak(device: torch.device, bf16: bool, seconds: float = 0.4) -> float:
+    """The best FLOP/s of a square matmul and of a 3x3 NHWC convolution in the run's precision, over ~`seconds`,
+    with this process's threads. Both, because a CPU's libraries differ: on an AMD EPYC here fp32 matmuls (MKL)
+    reach 75 GFLOP/s where oneDNN's convolutions reach 125, and bf16 matmuls 400 where convolutions reach 180.
 
-    Inputs come from a private generator and the global RNG is forked: the run's random draws are untouched.
+    Inputs come from a private generator inside `fork_rng`: the run's random draws are untouched.
     """
-    n = 1024 if device.type == "cpu" else 8192
     dtype = torch.bfloat16 if bf16 else torch.float32
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    n, (batch, width, side) = (1024, (8, 256, 16)) if device.type == "cpu" else (8192, (64, 256, 56))
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
         g = torch.Generator().manual_seed(0)
         a, b = (torch.rand(n, n, generator=g).to(device, dtype) for _ in range(2))
-        torch.matmul(a, b)  # warm-up: kernel selection, page faults
-        best, started = 0.0, time.perf_counter()
-        while True:
-            _sync(device)
-            t0 = time.perf_counter()
-            torch.matmul(a, b)
-            _sync(device)
-            best = max(best, 2.0 * n**3 / (time.perf_counter() - t0))
-            if time.perf_counter() - started >= seconds:
-                return best
+        x = torch.rand(batch, width, side, side, generator=g).to(device, dtype)
+        w = torch.rand(width, width, 3, 3, generator=g).to(device, dtype)
+        x, w = (t.contiguous(memory_format=torch.channels_last) for t in (x, w))
+        kernels = [(lambda: torch.matmul(a, b), 2.0 * n**3),
+                   (lambda: torch.conv2d(x, w, padding=1), 2.0 * batch * width * width * 9 * side * side)]
+        best = 0.0
+        for run, flops in kernels:
+            run()  # warm-up: kernel selection, page faults
+            started = time.perf_counter()
+            while time.perf_counter() - started < seconds / len(kernels):
+                _sync(device)
+                t0 = time.perf_counter()
+                run()
+                _sync(device)
+                best = max(best, flops / (time.perf_counter() - t0))
+        return best
 
 
 def _sync(device: torch.device) -> None:
@@ -140,7 +152,7 @@ def _sync(device: torch.device) -> None:
 
 def peak_flops(device: torch.device, bf16: bool, configured: float | None) -> tuple[float, str]:
     """(peak FLOP/s of one worker, where the figure comes from): `configured` (`train.peak_tflops`, TFLOP/s),
-    else a known GPU's datasheet figure, else a measured matmul peak.
+    else a known GPU's datasheet figure, else a measured matmul/convolution peak (`measure_peak`).
 
     A GPU's fp32 run is rated against TF32 while cuDNN may use it for convolutions (PyTorch's default,
     `torch.backends.cudnn.allow_tf32`): the convolutions are ~97 % of the step's FLOPs.
@@ -155,7 +167,8 @@ def peak_flops(device: torch.device, bf16: bool, configured: float | None) -> tu
         if known is not None:
             return known
     threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
-    return measure_peak(device, bf16), f"measured: matmul peak on {device.type}, {'bf16' if bf16 else 'fp32'}{threads}"
+    return measure_peak(device, bf16), (f"measured: best matmul/conv rate on {device.type}, "
+                                        f"{'bf16' if bf16 else 'fp32'}{threads}")
 
 
 def cpu_flags() -> dict[str, bool]:
