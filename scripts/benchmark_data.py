@@ -179,8 +179,11 @@ def main() -> None:
             rows = parts.dataset_rates(tmp / "datasets", args.objects, args.batches * BATCH)
             print(f"\n{'paper dataset (training composition)':<40} {'seq/s per loader process':>25} "
                   f"{'GFLOP/seq':>10} {f'processes per H100 at {parts.ASSUMED_MFU:.0%} MFU bf16':>38}")
-            for name, rate, gflops, processes in rows:
+            for name, rate, gflops, processes, _ in rows:
                 print(f"{name:<40} {rate:>25.0f} {gflops:>10.2f} {processes:>38.0f}")
+            print("\none loader process, ms per sequence:")
+            for name, *_, stages in rows:
+                print(f"  {name}: " + ", ".join(f"{stage} {ms:.3f}" for stage, ms in stages.items()))
         if args.only in (None, "extraction"):
             rows, stages = [], {}
             for name, (config_file, split, overrides) in parts.extraction_sets(tmp / "extraction",

@@ -63,9 +63,9 @@ def write_paper_sets(tmp: Path, objects: int) -> dict[str, tuple[str, str, int]]
             "STL-10 PLS 32 px foveae, 5 saccades": (str(out / "stl10" / "unlabeled"), "stl10_pls", 5)}
 
 
-def dataset_rates(tmp: Path, objects: int, sequences: int) -> list[tuple[str, float, float, float]]:
+def dataset_rates(tmp: Path, objects: int, sequences: int) -> list[tuple[str, float, float, float, dict]]:
     """Per paper dataset: (name, sequences/s of one loader process, GFLOP per sequence of the recipe's step,
-    loader processes an H100 SXM needs at ASSUMED_MFU of its bf16 peak)."""
+    loader processes an H100 SXM needs at ASSUMED_MFU of its bf16 peak, ms per sequence of each loader stage)."""
     peak = gpu_peak("NVIDIA H100 80GB HBM3", "bf16")[0]
     rows = []
     for name, (shards, recipe, views) in write_paper_sets(tmp, objects).items():
@@ -77,7 +77,8 @@ def dataset_rates(tmp: Path, objects: int, sequences: int) -> list[tuple[str, fl
         loader.set_epoch(0)
         side = next(iter(loader))["views"].shape[-1]
         flops = step_flops(config, loader.action_dim, loader.channels, loader.num_classes, 1, side, views)
-        rows.append((name, rate, flops / 1e9, ASSUMED_MFU * peak / flops / rate))
+        stages = loader_stages(loader, views, 64, min(sequences, 1024))[0]
+        rows.append((name, rate, flops / 1e9, ASSUMED_MFU * peak / flops / rate, stages))
         print(f"  {name}: {rate:.0f} seq/s per loader process, {flops / 1e9:.2f} GFLOP per sequence", flush=True)
     return rows
 
@@ -144,28 +145,36 @@ def extraction_rate(config, split: str, num_views: int, sequences: int) -> float
     return sequences / (time.perf_counter() - start)
 
 
-def extraction_breakdown(config_file: Path | None, split: str, overrides: list[str], sequences: int
-                         ) -> dict[str, float]:
-    """Milliseconds per sequence of the in-process extraction's stages: reading the tar, decoding the samples
-    (3DIEBench keeps its JPEGs until a view is drawn), rendering the views (decoding drawn JPEGs included), and
-    the recipe's model (all of `extract_features`' forward passes, on this CPU)."""
-    config = load_config(config_file, overrides)
-    num_views = max(2, *config.eval.seq_lens) + 1
-    loader = build_frozen_view_loader(config, split, num_views)
+def loader_stages(loader, num_views: int, batch_size: int, sequences: int) -> tuple[dict[str, float], list[dict]]:
+    """Milliseconds per sequence of one loader process's stages, in-process and single-threaded as a loader worker:
+    reading the tar, decoding the samples (3DIEBench keeps its JPEGs until a view is drawn), rendering the views
+    (decoding the drawn JPEGs included); and the composed batches."""
     skips, store = SkipCounter(), store_for(loader.shard_dir, None)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     t0 = time.perf_counter()
     raw = list(itertools.islice((s for path in loader.paths for _, s in read_raw_samples(path, store, skips)),
                                 sequences))
     t1 = time.perf_counter()
     records = [loader.composer.decode(s) for s in raw]
     t2 = time.perf_counter()
-    generator, batch_size = torch.Generator().manual_seed(0), config.data.val_batch_size
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the loader renders
+    generator = torch.Generator().manual_seed(0)
     batches = [loader.composer.compose(records[i:i + batch_size], num_views, generator)
                for i in range(0, len(records), batch_size)]
-    torch.set_num_threads(threads)
     t3 = time.perf_counter()
+    torch.set_num_threads(threads)
+    ms = 1e3 / len(records)
+    return {"read": (t1 - t0) * ms, "decode": (t2 - t1) * ms, f"render {num_views} views": (t3 - t2) * ms}, batches
+
+
+def extraction_breakdown(config_file: Path | None, split: str, overrides: list[str], sequences: int
+                         ) -> dict[str, float]:
+    """Milliseconds per sequence of the in-process extraction's stages: the loader's (`loader_stages`) and the
+    recipe's model (all of `extract_features`' forward passes, on this CPU)."""
+    config = load_config(config_file, overrides)
+    num_views = max(2, *config.eval.seq_lens) + 1
+    loader = build_frozen_view_loader(config, split, num_views)
+    stages, batches = loader_stages(loader, num_views, config.data.val_batch_size, sequences)
 
     class Batches:  # the composed batches as a loader (extract_features reads mean/std from it)
         mean, std = loader.mean, loader.std
@@ -175,8 +184,7 @@ def extraction_breakdown(config_file: Path | None, split: str, overrides: list[s
 
     model = build_model(config, loader.action_dim, loader.channels)
     bf16 = resolve_precision(config.train.precision, torch.device("cpu"))[0] == "bf16"
+    start = time.perf_counter()
     extract_features(model, Batches(), config.eval.seq_lens, None, torch.device("cpu"), bf16, desc="model")
-    t4 = time.perf_counter()
-    ms = 1e3 / len(records)
-    return {"read": (t1 - t0) * ms, "decode": (t2 - t1) * ms, f"render {num_views} views": (t3 - t2) * ms,
-            f"model ({'bf16' if bf16 else 'fp32'})": (t4 - t3) * ms}
+    count = sum(len(b["label"]) for b in batches)
+    return {**stages, f"model ({'bf16' if bf16 else 'fp32'})": (time.perf_counter() - start) * 1e3 / count}
