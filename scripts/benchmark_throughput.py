@@ -163,6 +163,9 @@ def main() -> None:
     for name, rate, wait, mfu in rows:
         flops = "" if mfu is None else f"{mfu[0]:>8.3f} {100 * mfu[1]:>5.1f}%"
         print(f"{name:<76} {rate:>8.1f} {'' if wait is None else f'{100 * wait:9.1f}%':>10} {flops}")
+    if any(mfu is not None and mfu[1] > 1 for *_, mfu in rows):
+        print("MFU above 100 %: the measured peak is the best of one matmul and one convolution, a lower bound of what "
+              "this CPU's libraries reach on other shapes")
 
 
 if __name__ == "__main__":
