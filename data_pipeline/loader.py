@@ -194,6 +194,7 @@ class SequenceLoader:
     def action_groups(self) -> dict[str, list[int]]:
         return {k: list(v) for k, v in self.composer.action_groups.items()}
 
+
 def start_method(name: str | None):
     """The DataLoader workers' multiprocessing context (None: the platform's default)."""
     if name is None:

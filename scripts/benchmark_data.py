@@ -17,12 +17,14 @@ and normalise it, load its latent .npy, one after the other. The trainer's appet
 worker's full step (ResNet-18, standard stem, 128 px, M = 3, batch 32, 2 threads, the paper's
 3DIEBench setting) on this machine.
 `datasets`: small synthetic sets in each paper dataset's real format (`synthetic_datasets.py`), written by
-the real sources; the sequences/s ONE loader process (in-process, one thread) delivers with the recipe's
-composition, the recipe step's FLOPs per sequence (`trainer.training.flops`), and the loader processes an
-H100 would need at an assumed 40 % MFU in bf16 (infra/README.md).
-`extraction`: `python -m trainer.evaluate`'s feature extraction on the embedded default's val split: its
-loader alone and end to end, in-process (before) and with `eval.loader_workers` (after), beside the
-training loader, and where an in-process sequence's time goes.
+the real sources; the sequences per CPU-second ONE loader process (in-process, one thread) delivers with the
+recipe's composition (CPU time: other jobs on a shared machine do not inflate it), the recipe step's FLOPs
+per sequence (`trainer.training.flops`), and the loader processes an H100 would need at an assumed 40 % MFU
+in bf16 (infra/README.md).
+`extraction`: `python -m trainer.evaluate`'s feature extraction (the embedded default on Fashion-MNIST, and
+the 3DIEBench recipe on a 3DIEBench-like set): its loader alone and `extract_features` end to end (`--device
+cuda` on a GPU machine; on a CPU only the embedded default's), in-process (before) and with
+`eval.loader_workers` (after), beside the training loader, and where an in-process sequence's time goes.
 All figures come from one run: compare them as ratios. The CPU's flags are printed with them.
 """
 
@@ -167,7 +169,10 @@ def main() -> None:
     parser.add_argument("--only", choices=["loader", "datasets", "extraction"])
     parser.add_argument("--objects", type=int, default=300, help="objects of the 3DIEBench-like sets")
     parser.add_argument("--batches", type=int, default=20, help="batches timed per setting")
+    parser.add_argument("--device", default="cpu", help="where `extraction` runs the model end to end (cuda: "
+                        "scripts/gpu_check.sh)")
     args = parser.parse_args()
+    device = torch.device(args.device)
     if args.objects < 2 * BATCH:
         parser.error(f"--objects must be >= {2 * BATCH}: each of 2 loader workers needs a full batch of its own")
     print(describe_cpu(), flush=True)
@@ -177,11 +182,11 @@ def main() -> None:
             loader_part(tmp / "loader", args.objects, args.batches)
         if args.only in (None, "datasets"):
             rows = parts.dataset_rates(tmp / "datasets", args.objects, args.batches * BATCH)
-            print(f"\n{'paper dataset (training composition)':<40} {'seq/s per loader process':>25} "
+            print(f"\n{'paper dataset (training composition)':<40} {'seq/CPU-s per process':>25} "
                   f"{'GFLOP/seq':>10} {f'processes per H100 at {parts.ASSUMED_MFU:.0%} MFU bf16':>38}")
             for name, rate, gflops, processes, _ in rows:
                 print(f"{name:<40} {rate:>25.0f} {gflops:>10.2f} {processes:>38.0f}")
-            print("\none loader process, ms per sequence:")
+            print("\none loader process, CPU ms per sequence:")
             for name, *_, stages in rows:
                 print(f"  {name}: " + ", ".join(f"{stage} {ms:.3f}" for stage, ms in stages.items()))
         if args.only in (None, "extraction"):
@@ -189,11 +194,12 @@ def main() -> None:
             for name, (config_file, split, overrides) in parts.extraction_sets(tmp / "extraction",
                                                                                 args.objects).items():
                 fashion = name.startswith("fashion")  # the 3DIEBench recipe's ResNet-18 is too slow on a CPU
+                end_to_end = device if fashion or device.type == "cuda" else None
                 rows += parts.extraction_rates(name, config_file, split, overrides, 4096 if fashion else 256,
-                                               end_to_end=fashion)
+                                               end_to_end)
                 stages[name] = parts.extraction_breakdown(config_file, split, overrides, 2048 if fashion else 64)
             print_rows(rows)
-            print("\nin-process extraction, ms per sequence:")
+            print("\nin-process extraction, CPU ms per sequence (the model's summed over its threads):")
             for name, times in stages.items():
                 print(f"  {name}: " + ", ".join(f"{stage} {ms:.3f}" for stage, ms in times.items()))
     print(describe_cpu())

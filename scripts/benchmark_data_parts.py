@@ -29,23 +29,24 @@ CONFIGS = Path(__file__).resolve().parents[1] / "trainer" / "configs"
 ASSUMED_MFU = 0.40  # of an H100 SXM's dense bf16 peak: what a well-fed ResNet-18 step might reach (an assumption)
 
 
-def loader_rate(loader, sequences: int) -> float:
+def loader_rate(loader, sequences: int, clock=time.perf_counter) -> float:
     """Steady sequences/s: each pass's first batch is left out (starting workers and filling the shuffle buffer
     are per pass, a few seconds that a real epoch of thousands of batches amortises, and these sets are small);
-    train loaders cycle epochs."""
+    train loaders cycle epochs. `clock=time.process_time`: per second of this process's CPU time, which other
+    jobs on a shared machine do not inflate (for an in-process, one-thread loader: per busy core)."""
     seen, elapsed, epoch = 0, 0.0, 0
     while seen < sequences:
         loader.set_epoch(epoch)
         start = None
         for batch in loader:
             if start is None:
-                start = time.perf_counter()
+                start = clock()
                 continue
             seen += len(batch["label"])
             if seen >= sequences:
                 break
         if start is not None:
-            elapsed += time.perf_counter() - start
+            elapsed += clock() - start
         epoch += 1
     return seen / elapsed
 
@@ -69,8 +70,9 @@ def write_paper_sets(tmp: Path, objects: int) -> dict[str, tuple[str, str, int]]
 
 
 def dataset_rates(tmp: Path, objects: int, sequences: int) -> list[tuple[str, float, float, float, dict]]:
-    """Per paper dataset: (name, sequences/s of one loader process, GFLOP per sequence of the recipe's step,
-    loader processes an H100 SXM needs at ASSUMED_MFU of its bf16 peak, ms per sequence of each loader stage)."""
+    """Per paper dataset: (name, sequences per CPU-second of one loader process, GFLOP per sequence of the recipe's
+    step, loader processes an H100 SXM needs at ASSUMED_MFU of its bf16 peak, CPU ms per sequence of each loader
+    stage). CPU time, not wall time: on a machine shared with other jobs the wall clock says more about them."""
     peak = gpu_peak("NVIDIA H100 80GB HBM3", "bf16")[0]
     rows = []
     for name, (shards, recipe, views) in write_paper_sets(tmp, objects).items():
@@ -78,7 +80,7 @@ def dataset_rates(tmp: Path, objects: int, sequences: int) -> list[tuple[str, fl
         loader = build_sequence_loader(shards, composer=composer_options(config), num_views=views, batch_size=64,
                                        rank=0, world_size=1, num_workers=0, seed=0, train=True, shuffle_buffer=256)
         torch.set_num_threads(1)  # one loader process: one core
-        rate = loader_rate(loader, sequences)
+        rate = loader_rate(loader, sequences, clock=time.process_time)
         loader.set_epoch(0)
         side = next(iter(loader))["views"].shape[-1]
         flops = step_flops(config, loader.action_dim, loader.channels, loader.num_classes, 1, side, views)
@@ -109,10 +111,10 @@ def extraction_sets(tmp: Path, objects: int) -> dict[str, tuple[Path | None, str
 
 
 def extraction_rates(name: str, config_file: Path | None, split: str, overrides: list[str], sequences: int,
-                     end_to_end: bool) -> list[tuple[str, float]]:
+                     device: torch.device | None) -> list[tuple[str, float]]:
     """The offline evaluation's frozen-view loader in-process (before) and with `eval.loader_workers` (after, the
     default: this machine's cores up to 4), beside the training loader's composition with as many workers (read
-    from the same split, M+1 views); with `end_to_end`, `extract_features` with the recipe's model on this CPU."""
+    from the same split, M+1 views); with a `device`, `extract_features` end to end with the recipe's model."""
     after = eval_loader_workers(load_config(config_file, overrides))
     rows = []
 
@@ -133,17 +135,16 @@ def extraction_rates(name: str, config_file: Path | None, split: str, overrides:
         label = "before: in-process" if workers == 0 else f"after: {workers} loader workers"
         add(f"frozen-view loader, {views} views, {label}",
             loader_rate(build_frozen_view_loader(config, split, views), sequences))
-        if end_to_end:
-            add(f"extract_features end to end (its model, this CPU), {label}",
-                extraction_rate(config, split, views, min(sequences, 2048)))  # model-bound on a CPU: slow
+        if device is not None:
+            add(f"extract_features end to end (its model, {device.type}), {label}",
+                extraction_rate(config, split, views, min(sequences, 2048), device))  # model-bound on a CPU: slow
     return rows
 
 
-def extraction_rate(config, split: str, num_views: int, sequences: int) -> float:
+def extraction_rate(config, split: str, num_views: int, sequences: int, device: torch.device) -> float:
     torch.manual_seed(0)
     loader = build_frozen_view_loader(config, split, num_views)
-    model = build_model(config, loader.action_dim, loader.channels)
-    device = torch.device("cpu")
+    model = build_model(config, loader.action_dim, loader.channels).to(device)
     bf16 = resolve_precision(config.train.precision, device)[0] == "bf16"
     start = time.perf_counter()
     extract_features(model, loader, config.eval.seq_lens, sequences, device, bf16, desc="extraction")
@@ -151,22 +152,22 @@ def extraction_rate(config, split: str, num_views: int, sequences: int) -> float
 
 
 def loader_stages(loader, num_views: int, batch_size: int, sequences: int) -> tuple[dict[str, float], list[dict]]:
-    """Milliseconds per sequence of one loader process's stages, in-process and single-threaded as a loader worker:
+    """CPU milliseconds per sequence of one loader process's stages, in-process and single-threaded as a worker:
     reading the tar, decoding the samples (3DIEBench keeps its JPEGs until a view is drawn), rendering the views
     (decoding the drawn JPEGs included); and the composed batches."""
-    skips, store = SkipCounter(), store_for(loader.shard_dir, None)
+    skips, store, clock = SkipCounter(), store_for(loader.shard_dir, None), time.process_time
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    t0 = time.perf_counter()
+    t0 = clock()
     raw = list(itertools.islice((s for path in loader.paths for _, s in read_raw_samples(path, store, skips)),
                                 sequences))
-    t1 = time.perf_counter()
+    t1 = clock()
     records = [loader.composer.decode(s) for s in raw]
-    t2 = time.perf_counter()
+    t2 = clock()
     generator = torch.Generator().manual_seed(0)
     batches = [loader.composer.compose(records[i:i + batch_size], num_views, generator)
                for i in range(0, len(records), batch_size)]
-    t3 = time.perf_counter()
+    t3 = clock()
     torch.set_num_threads(threads)
     ms = 1e3 / len(records)
     return {"read": (t1 - t0) * ms, "decode": (t2 - t1) * ms, f"render {num_views} views": (t3 - t2) * ms}, batches
@@ -174,8 +175,8 @@ def loader_stages(loader, num_views: int, batch_size: int, sequences: int) -> tu
 
 def extraction_breakdown(config_file: Path | None, split: str, overrides: list[str], sequences: int
                          ) -> dict[str, float]:
-    """Milliseconds per sequence of the in-process extraction's stages: the loader's (`loader_stages`) and the
-    recipe's model (all of `extract_features`' forward passes, on this CPU)."""
+    """CPU milliseconds per sequence of the in-process extraction's stages: the loader's (`loader_stages`) and the
+    recipe's model (all of `extract_features`' forward passes, on this CPU, summed over its threads)."""
     config = load_config(config_file, overrides)
     num_views = max(2, *config.eval.seq_lens) + 1
     loader = build_frozen_view_loader(config, split, num_views)
@@ -189,7 +190,8 @@ def extraction_breakdown(config_file: Path | None, split: str, overrides: list[s
 
     model = build_model(config, loader.action_dim, loader.channels)
     bf16 = resolve_precision(config.train.precision, torch.device("cpu"))[0] == "bf16"
-    start = time.perf_counter()
+    start = time.process_time()
     extract_features(model, Batches(), config.eval.seq_lens, None, torch.device("cpu"), bf16, desc="model")
     count = sum(len(b["label"]) for b in batches)
-    return {**stages, f"model ({'bf16' if bf16 else 'fp32'})": (time.perf_counter() - start) * 1e3 / count}
+    return {**stages, f"model ({'bf16' if bf16 else 'fp32'}, {torch.get_num_threads()} threads)":
+            (time.process_time() - start) * 1e3 / count}

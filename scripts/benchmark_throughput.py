@@ -8,7 +8,8 @@
    compute, comparable to the authors' 15 seq/s (26 with bf16) measured on a 2-core AVX512-BF16 machine.
    On a CPU without native bf16, bf16 is emulated and measured over 2 steps only. Beside sequences/s: the
    step's achieved TFLOP/s (its FLOPs counted once by `trainer.training.flops.step_flops`) and the MFU against
-   this CPU's matmul peak, measured in the same precision and threads (printed, with the CPU's flags).
+   this CPU's peak (the best matmul/convolution rate, `peak_flops`), measured in the same precision and threads
+   right before each row; the peaks and the CPU's flags are printed.
 2. `loop`: one process, no Ray: the default config's loader + train_step (sequences/s, data-wait share).
 3. `ray`: the same config under Ray Train with 1 and with 2 workers (the figures the run logs to MLflow).
 Every setting gets the whole machine. All figures in one run are measured back to back on the same
@@ -116,19 +117,20 @@ def bench_model_step(precision: str, channels_last: bool = False, steps: int = 1
     return batch / statistics.median(times)
 
 
-def model_step_flops_and_peaks(seq_len: int = 3) -> tuple[float, dict[str, float], list[str]]:
-    """The step's FLOPs per sequence (the trainer's counter), this CPU's measured peak FLOP/s per precision (2
-    threads, as the step), and lines that describe both."""
-    from trainer.training.flops import peak_flops, step_flops
+def model_step_flops() -> float:
+    """The step's FLOPs per sequence at the CIFAR setting (the trainer's counter)."""
+    from trainer.training.flops import step_flops
+
+    return step_flops(model_step_config(), 9, 3, 100, batch_per_rank=1, image_side=32, num_views=4)
+
+
+def cpu_peak(precision: str) -> tuple[float, str]:
+    """This CPU's measured peak FLOP/s in `precision` with 2 threads (as the step), measured right before the row
+    it rates: on a shared machine the load drifts within a run."""
+    from trainer.training.flops import peak_flops
 
     torch.set_num_threads(2)
-    per_sequence = step_flops(model_step_config(), 9, 3, 100, batch_per_rank=1, image_side=32, num_views=seq_len + 1)
-    peaks, lines = {}, [f"step FLOPs (flop counter: fwd+bwd, EMA target fwd, probes): {per_sequence / 1e9:.2f} "
-                        "GFLOP per sequence"]
-    for precision in ("fp32", "bf16"):
-        peaks[precision], source = peak_flops(torch.device("cpu"), precision == "bf16", None)
-        lines.append(f"CPU peak {precision}: {peaks[precision] / 1e12:.3f} TFLOP/s ({source})")
-    return per_sequence, peaks, lines
+    return peak_flops(torch.device("cpu"), precision == "bf16", None)
 
 
 def main() -> None:
@@ -139,15 +141,18 @@ def main() -> None:
     args = parser.parse_args()
     rows, notes = [], []
     if args.only in (None, "model"):  # first, before Ray's daemons share the CPU
-        per_sequence, peaks, notes = model_step_flops_and_peaks()
+        per_sequence = model_step_flops()
+        notes.append(f"step FLOPs (flop counter: fwd+bwd, EMA target fwd, probes): {per_sequence / 1e9:.2f} GFLOP "
+                     "per sequence; MFU against the CPU peak measured (best matmul/conv rate) just before each row")
         for precision in ("fp32", "bf16"):
             emulated = precision == "bf16" and not cpu_has_native_bf16()
             for channels_last in (False, True):
+                peak, _ = cpu_peak(precision)
                 # Emulated bf16 is ~20x slower: a few steps are enough to show it.
                 rate = bench_model_step(precision, channels_last, **({"steps": 2, "warmup": 1} if emulated else {}))
                 rows.append((f"model step, ResNet-18 CIFAR stem 32px M=3 b32, {precision}"
                              f"{', channels_last' if channels_last else ''}{' (emulated)' if emulated else ''}",
-                             rate, None, (rate * per_sequence / 1e12, rate * per_sequence / peaks[precision])))
+                             rate, None, (rate * per_sequence / 1e12, rate * per_sequence / peak, peak)))
     if args.only in (None, "loop"):
         r = bench_plain_loop(args.overrides, args.steps)
         rows.append(("default config, 1 worker, plain loop", r["seq_per_s"], r["data_wait_frac"], None))
@@ -159,9 +164,9 @@ def main() -> None:
     print(f"\n{describe_cpu()}; native bf16: {'yes' if cpu_has_native_bf16() else 'no'}")
     for line in notes:
         print(line)
-    print(f"{'setting':<76} {'seq/s':>8} {'data wait':>10} {'TFLOP/s':>8} {'MFU':>6}")
+    print(f"{'setting':<76} {'seq/s':>8} {'data wait':>10} {'TFLOP/s':>8} {'MFU':>6} {'CPU peak':>8}")
     for name, rate, wait, mfu in rows:
-        flops = "" if mfu is None else f"{mfu[0]:>8.3f} {100 * mfu[1]:>5.1f}%"
+        flops = "" if mfu is None else f"{mfu[0]:>8.3f} {100 * mfu[1]:>5.1f}% {mfu[2] / 1e12:>8.3f}"
         print(f"{name:<76} {rate:>8.1f} {'' if wait is None else f'{100 * wait:9.1f}%':>10} {flops}")
     if any(mfu is not None and mfu[1] > 1 for *_, mfu in rows):
         print("MFU above 100 %: the measured peak is the best of one matmul and one convolution, a lower bound of what "

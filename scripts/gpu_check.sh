@@ -4,7 +4,9 @@
 #      through a checkpoint, the MFU peak);
 #   2. one Ray Train run of the embedded default on the GPU (python trainer/run.py scaling.use_gpu=true ...),
 #      then the offline evaluation of its checkpoint (feature extraction with loader workers);
-#   3. the throughput table: sequences/s, TFLOP/s and MFU of the trainer's step (scripts/benchmark_gpu.py).
+#   3. the throughput table: sequences/s, TFLOP/s and MFU of the trainer's step (scripts/benchmark_gpu.py);
+#   4. the offline extraction on the GPU, in-process against eval.loader_workers, beside the training loader
+#      (scripts/benchmark_data.py --only extraction --device cuda).
 #
 #   bash scripts/gpu_check.sh            # from anywhere; logs and the table under $GPU_CHECK_OUT (a temp folder)
 #
@@ -50,13 +52,14 @@ step() {  # step NAME SECONDS COMMAND...: run it under a time limit, its output 
     if [ "$code" -ne 0 ]; then FAILED+=("$name (exit $code)"); fi
 }
 
-step gpu-tests 200 "$PY" -m pytest -q -m gpu -rs -p no:cacheprovider tests/
-step ray-train-gpu 150 "$PY" trainer/run.py scaling.use_gpu=true scaling.num_workers=1 scaling.cpus_per_worker=8 \
+step gpu-tests 150 "$PY" -m pytest -q -m gpu -rs -p no:cacheprovider tests/
+step ray-train-gpu 120 "$PY" trainer/run.py scaling.use_gpu=true scaling.num_workers=1 scaling.cpus_per_worker=8 \
     data.loader_workers=4 train.epochs=1 train.steps_per_epoch=60 probe.val_batches=4 "${SOURCE[@]}" \
     run.name=gpu-check run.storage_path="$OUT/runs" tracking.tracking_uri="sqlite:///$OUT/mlflow.db"
-step evaluate-gpu 90 "$PY" -m trainer.evaluate "$OUT/runs/gpu-check" --no-log eval.train_samples=4096 \
+step evaluate-gpu 60 "$PY" -m trainer.evaluate "$OUT/runs/gpu-check" --no-log eval.train_samples=4096 \
     eval.val_samples=2048 eval.epochs=5 eval.loader_workers=4 data.cache_dir="$OUT/cache"
-step throughput 150 "$PY" scripts/benchmark_gpu.py
+step throughput 120 "$PY" scripts/benchmark_gpu.py
+step extraction 120 "$PY" scripts/benchmark_data.py --only extraction --device cuda --objects 128
 
 echo
 echo "logs: $OUT"

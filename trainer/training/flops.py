@@ -6,8 +6,9 @@ hardware's limit. MFU = achieved model FLOP/s / peak FLOP/s answers that across 
 * `step_flops` counts the FLOPs of one step of one rank ONCE, with `torch.utils.flop_counter` (matmuls,
   convolutions, attention; elementwise ops are not counted, as in spec §8.2): the model's forward and
   backward, the EMA target's forward, and the online probes' forward and backward (~0.2 %). The optimizer
-  step and the EMA update are elementwise over the parameters (~0.03 GFLOP for ResNet-18 seq-JEPA,
-  against ~12 GFLOP per sequence): negligible, not counted. The count runs on a fresh model built on
+  step and the EMA update are elementwise over the parameters, once per step: AdamW ~10 FLOPs per trainable
+  parameter (~0.3 GFLOP for ResNet-18 seq-JEPA's 27 M), the EMA lerp ~3 per target parameter (~0.03 GFLOP),
+  against ~12 GFLOP per sequence times the batch: negligible, not counted. The count runs on a fresh model built on
   the meta device whose tensors then become fake (shapes, no data), inside `fork_rng`: no memory, and
   neither the real model nor the global RNG is touched, so the run's losses stay bit-identical.
 * `peak_flops`: `train.peak_tflops` if set; else the datasheet figure of a known GPU; else (CPU, unknown
