@@ -29,15 +29,16 @@ CONFIGS = Path(__file__).resolve().parents[1] / "trainer" / "configs"
 ASSUMED_MFU = 0.40  # of an H100 SXM's dense bf16 peak: what a well-fed ResNet-18 step might reach (an assumption)
 
 
-def loader_rate(loader, sequences: int, clock=time.perf_counter) -> float:
-    """Steady sequences/s: each pass's first batch is left out (starting workers and filling the shuffle buffer
-    are per pass, a few seconds that a real epoch of thousands of batches amortises, and these sets are small);
-    train loaders cycle epochs. `clock=time.process_time`: per second of this process's CPU time, which other
-    jobs on a shared machine do not inflate (for an in-process, one-thread loader: per busy core)."""
+def loader_rate(loader, sequences: int, clock=time.perf_counter, steady: bool = True) -> float:
+    """Sequences per second of `clock` over whole passes (train loaders cycle epochs). `steady`: each pass's first
+    batch is left out, since starting worker processes is per pass, seconds that a real epoch of thousands of
+    batches amortises while these sets are small (an in-process loader has none: its first batch, filling the
+    shuffle buffer, is work every sample costs). `clock=time.process_time`: per second of this process's CPU
+    time, which other jobs on a shared machine do not inflate (an in-process one-thread loader: per busy core)."""
     seen, elapsed, epoch = 0, 0.0, 0
     while seen < sequences:
         loader.set_epoch(epoch)
-        start = None
+        start = None if steady else clock()
         for batch in loader:
             if start is None:
                 start = clock()
@@ -80,7 +81,7 @@ def dataset_rates(tmp: Path, objects: int, sequences: int) -> list[tuple[str, fl
         loader = build_sequence_loader(shards, composer=composer_options(config), num_views=views, batch_size=64,
                                        rank=0, world_size=1, num_workers=0, seed=0, train=True, shuffle_buffer=256)
         torch.set_num_threads(1)  # one loader process: one core
-        rate = loader_rate(loader, sequences, clock=time.process_time)
+        rate = loader_rate(loader, sequences, clock=time.process_time, steady=False)
         loader.set_epoch(0)
         side = next(iter(loader))["views"].shape[-1]
         flops = step_flops(config, loader.action_dim, loader.channels, loader.num_classes, 1, side, views)

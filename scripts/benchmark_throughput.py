@@ -97,9 +97,9 @@ def model_step_config(channels_last: bool = False):
 
 
 def bench_model_step(precision: str, channels_last: bool = False, steps: int = 10, warmup: int = 3,
-                     batch: int = 32, seq_len: int = 3) -> float:
+                     batch: int = 32, seq_len: int = 3, cpu_seconds: list | None = None) -> float:
     """Median sequences/s of the trainer's full step (forward, backward, AdamW, EMA, probes) at the paper's CIFAR
-    setting, on a synthetic batch."""
+    setting, on a synthetic batch; `cpu_seconds` receives each timed step's CPU time (all threads)."""
     from trainer.training.setup import build_train_state
     from trainer.training.step import synthetic_batch, train_step
 
@@ -110,10 +110,12 @@ def bench_model_step(precision: str, channels_last: bool = False, steps: int = 1
     data = synthetic_batch(batch, seq_len + 1, 3, 32, 9, 100, device)
     times = []
     for i in range(warmup + steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         train_step(state, data, 1e-4, 0.996, None, bf16=precision == "bf16")
         if i >= warmup:
             times.append(time.perf_counter() - t0)
+            if cpu_seconds is not None:
+                cpu_seconds.append(time.process_time() - c0)
     return batch / statistics.median(times)
 
 
@@ -124,13 +126,15 @@ def model_step_flops() -> float:
     return step_flops(model_step_config(), 9, 3, 100, batch_per_rank=1, image_side=32, num_views=4)
 
 
-def cpu_peak(precision: str) -> tuple[float, str]:
-    """This CPU's measured peak FLOP/s in `precision` with 2 threads (as the step), measured right before the row
-    it rates: on a shared machine the load drifts within a run."""
-    from trainer.training.flops import peak_flops
+def cpu_peaks(precision: str) -> tuple[float, float]:
+    """This CPU's measured peak in `precision` with 2 threads (as the step), per wall second and per CPU-second,
+    measured right before the row it rates: on a shared machine the load drifts within a run."""
+    from trainer.training.flops import measure_peak
 
     torch.set_num_threads(2)
-    return peak_flops(torch.device("cpu"), precision == "bf16", None)
+    bf16 = precision == "bf16"
+    return (measure_peak(torch.device("cpu"), bf16),
+            measure_peak(torch.device("cpu"), bf16, clock=time.process_time))
 
 
 def main() -> None:
@@ -143,16 +147,21 @@ def main() -> None:
     if args.only in (None, "model"):  # first, before Ray's daemons share the CPU
         per_sequence = model_step_flops()
         notes.append(f"step FLOPs (flop counter: fwd+bwd, EMA target fwd, probes): {per_sequence / 1e9:.2f} GFLOP "
-                     "per sequence; MFU against the CPU peak measured (best matmul/conv rate) just before each row")
+                     "per sequence; MFU against the CPU peak (best matmul/conv rate) measured just before each row, "
+                     "on the wall clock and per CPU-second (CPU time: what other jobs on the machine inflate least)")
         for precision in ("fp32", "bf16"):
             emulated = precision == "bf16" and not cpu_has_native_bf16()
             for channels_last in (False, True):
-                peak, _ = cpu_peak(precision)
+                peak, cpu_peak = cpu_peaks(precision)
+                cpu_seconds = []
                 # Emulated bf16 is ~20x slower: a few steps are enough to show it.
-                rate = bench_model_step(precision, channels_last, **({"steps": 2, "warmup": 1} if emulated else {}))
+                rate = bench_model_step(precision, channels_last, cpu_seconds=cpu_seconds,
+                                        **({"steps": 2, "warmup": 1} if emulated else {}))
+                per_cpu_second = 32 * per_sequence / statistics.median(cpu_seconds)
                 rows.append((f"model step, ResNet-18 CIFAR stem 32px M=3 b32, {precision}"
                              f"{', channels_last' if channels_last else ''}{' (emulated)' if emulated else ''}",
-                             rate, None, (rate * per_sequence / 1e12, rate * per_sequence / peak, peak)))
+                             rate, None, (rate * per_sequence / 1e12, rate * per_sequence / peak, peak,
+                                          per_cpu_second / cpu_peak)))
     if args.only in (None, "loop"):
         r = bench_plain_loop(args.overrides, args.steps)
         rows.append(("default config, 1 worker, plain loop", r["seq_per_s"], r["data_wait_frac"], None))
@@ -164,9 +173,10 @@ def main() -> None:
     print(f"\n{describe_cpu()}; native bf16: {'yes' if cpu_has_native_bf16() else 'no'}")
     for line in notes:
         print(line)
-    print(f"{'setting':<76} {'seq/s':>8} {'data wait':>10} {'TFLOP/s':>8} {'MFU':>6} {'CPU peak':>8}")
+    print(f"{'setting':<76} {'seq/s':>8} {'data wait':>10} {'TFLOP/s':>8} {'MFU':>6} {'peak':>6} {'MFU/CPU-s':>9}")
     for name, rate, wait, mfu in rows:
-        flops = "" if mfu is None else f"{mfu[0]:>8.3f} {100 * mfu[1]:>5.1f}% {mfu[2] / 1e12:>8.3f}"
+        flops = "" if mfu is None else (f"{mfu[0]:>8.3f} {100 * mfu[1]:>5.1f}% {mfu[2] / 1e12:>6.3f} "
+                                        f"{100 * mfu[3]:>8.1f}%")
         print(f"{name:<76} {rate:>8.1f} {'' if wait is None else f'{100 * wait:9.1f}%':>10} {flops}")
     if any(mfu is not None and mfu[1] > 1 for *_, mfu in rows):
         print("MFU above 100 %: the measured peak is the best of one matmul and one convolution, a lower bound of what "
