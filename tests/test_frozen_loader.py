@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import subprocess
 import sys
 
@@ -120,6 +121,16 @@ def test_workers_render_in_a_process_that_started_ray(ray_local, fashion_mnist_s
     config = load_config(None, tiny_overrides(fashion_mnist_shards, tmp_path, "sqlite://", "ray")
                          + ["eval.loader_workers=2"])
     assert sum(len(b["label"]) for b in build_frozen_view_loader(config, "val", 4)) == 1600
+
+
+def test_in_a_ray_task_the_default_loader_workers_are_the_cpus_ray_assigned(ray_local):
+    """A sweep trial's evaluation runs as a Ray task: its loader workers stay within the task's CPUs."""
+    @ray_local.remote(num_cpus=1)
+    def workers_in_a_task() -> int:
+        return eval_loader_workers(load_config(None, []))
+
+    assert ray_local.get(workers_in_a_task.remote()) == 1
+    assert eval_loader_workers(load_config(None, [])) == min(4, len(os.sched_getaffinity(0)))  # the driver
 
 
 WORKER_MODULE_SCRIPT = """

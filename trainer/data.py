@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -56,11 +57,23 @@ def build_frozen_view_loader(config: Config, split: str, num_views: int) -> Sequ
 
 
 def eval_loader_workers(config: Config) -> int:
-    """`eval.loader_workers`, or (None) the cores this process may run on, up to 4."""
+    """`eval.loader_workers`, or (None) the cores this process may use, up to 4: in a Ray task or actor (a sweep
+    trial's evaluation) the CPUs Ray assigned it, else the cores the OS lets it run on."""
     if config.eval.loader_workers is not None:
         return config.eval.loader_workers
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return min(4, cores)
+    return min(4, _usable_cores())
+
+
+def _usable_cores() -> int:
+    ray = sys.modules.get("ray")  # never imported here for this: only a process that uses Ray has it loaded
+    if ray is not None and ray.is_initialized():
+        try:
+            assigned = ray.get_runtime_context().get_assigned_resources().get("CPU")
+        except AssertionError:  # how Ray says that this process is a driver, not a task or actor
+            assigned = None
+        if assigned:
+            return max(1, int(assigned))
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _loader(config: Config, split: str, num_views: int, batch: int, rank: int, world_size: int,

@@ -160,7 +160,7 @@ class EvalConfig:
     seed: int = 0  # probe initialisation and minibatch order
     feature_cache: bool = True  # keep extracted features under data.cache_dir/features and reuse them
     loader_workers: Optional[int] = None  # processes rendering views for the extraction (from a forkserver: safe
-    # beside Ray); None: this machine's cores, up to 4; 0: in this process. The features are the same for any value
+    # beside Ray); None: the cores (a Ray task's CPUs), up to 4; 0: in this process. Same features for any value
 
     def check(self) -> None:
         require(len(self.seq_lens) >= 1 and all(m >= 1 for m in self.seq_lens),
