@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -128,7 +129,7 @@ def measure_peak(device: torch.device, bf16: bool, seconds: float = 0.4,
     """
     dtype = torch.bfloat16 if bf16 else torch.float32
     n, (batch, width, side) = (1024, (8, 256, 16)) if device.type == "cpu" else (8192, (64, 256, 56))
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
+    with torch.random.fork_rng(devices=[]), torch.no_grad():  # nothing here draws from a CUDA generator
         g = torch.Generator().manual_seed(0)
         a, b = (torch.rand(n, n, generator=g).to(device, dtype) for _ in range(2))
         x = torch.rand(batch, width, side, side, generator=g).to(device, dtype)
@@ -178,7 +179,7 @@ def peak_flops(device: torch.device, bf16: bool, configured: float | None) -> tu
 def cpu_flags() -> dict[str, bool]:
     """The CPU features that decide its matmul peak (what a benchmark ran with): AVX2, AVX-512, AVX512-BF16, AMX."""
     try:
-        flags = set(open("/proc/cpuinfo").read().split())
+        flags = set(Path("/proc/cpuinfo").read_text().split())
     except OSError:  # not Linux: what torch can tell
         flags = set()
     probe = lambda name: bool(getattr(torch.cpu, name, lambda: False)())  # noqa: E731 - private, hence optional
