@@ -7,7 +7,11 @@ process only receives finished uint8 batches.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import sys
 import warnings
+from multiprocessing import forkserver
 from typing import Callable, Iterator
 
 import torch
@@ -32,11 +36,13 @@ class SequenceLoader:
 
     A training loader's epoch restarts from its first batch on every iteration, unless `resume_from`
     gave it a position: then the next iteration continues from there (see `position`).
+    `worker_split` and `multiprocessing_context`: see `build_sequence_loader`.
     """
 
     def __init__(self, shard_dir: str, manifest: Manifest, *, composer: Composer, num_views: int, batch_size: int,
                  rank: int, world_size: int, num_workers: int, seed: int, train: bool, shuffle_buffer: int,
-                 s3: S3Options | None = None, resample_batches: int | None = None, pin_memory: bool = False):
+                 s3: S3Options | None = None, resample_batches: int | None = None, worker_split: str = "shards",
+                 multiprocessing_context: str | None = None, pin_memory: bool = False):
         self.shard_dir, self.manifest, self.s3, self.composer = shard_dir, manifest, s3, composer
         self.pin_memory = pin_memory  # batches in page-locked memory: asynchronous copies to a GPU
         self.resample_batches = resample_batches  # train only: draw shards with replacement, this many batches
@@ -45,10 +51,11 @@ class SequenceLoader:
         self.num_views, self.batch_size, self.rank, self.world_size = num_views, batch_size, rank, world_size
         self.num_workers, self.seed = num_workers, seed
         self.train, self.shuffle_buffer = train, shuffle_buffer
+        self.worker_split, self.multiprocessing_context = worker_split, multiprocessing_context
         self.epoch = 0
         self._position: StreamPosition | None = None  # after the last batch yielded (train)
         self._resume: StreamPosition | None = None  # where the next iteration starts, once
-        self._skips = SkipCounter()
+        self._skips = SkipCounter(multiprocessing_context)
 
     def set_epoch(self, epoch: int) -> None:
         """Selects the epoch's shard order and random streams (train); val ignores it."""
@@ -71,15 +78,17 @@ class SequenceLoader:
             return self.resample_batches
         order = self._order()
         if not self.train:
-            return sharding.rank_batches(self.counts, order, self.rank, self.world_size, self.num_workers,
+            workers = 0 if self.worker_split == "batches" else self.num_workers  # batches: as one reader's
+            return sharding.rank_batches(self.counts, order, self.rank, self.world_size, workers,
                                          self.batch_size, drop_last=False)
         return min(sharding.rank_batches(self.counts, order, r, self.world_size, self.num_workers,
                                          self.batch_size, drop_last=True) for r in range(self.world_size))
 
     def _dataloader(self, start: StreamPosition) -> DataLoader:
         order = self._order()
+        readers = 0 if self.worker_split == "batches" else self.num_workers  # batches: each reads all the rank's
         shards = [[self.paths[i] for i in w] for w in sharding.worker_shards(order, self.rank, self.world_size,
-                                                                               self.num_workers)]
+                                                                               readers)]
         if self.resample_batches is not None:
             shards = None
         # Val views depend on neither epoch nor attempt: every evaluation sees the same sequences.
@@ -88,7 +97,9 @@ class SequenceLoader:
         # which the model's dropout also draws from, so a resumed epoch would shift the model's draws.
         return DataLoader(SequenceStream(self, shards, keys, start), batch_size=None, num_workers=self.num_workers,
                           persistent_workers=False, worker_init_fn=worker_init if self.num_workers else None,
-                          generator=torch.Generator().manual_seed(self.seed), pin_memory=self.pin_memory)
+                          generator=torch.Generator().manual_seed(self.seed), pin_memory=self.pin_memory,
+                          multiprocessing_context=start_method(self.multiprocessing_context) if self.num_workers
+                          else None)
 
     @property
     def readers(self) -> int:
@@ -127,7 +138,8 @@ class SequenceLoader:
         if not self.train:
             for batch in self._dataloader(StreamPosition.start(0, self.readers)):
                 batch.pop(POSITION_KEY)
-                yield batch
+                if batch:  # an empty marker: every sample of the batch was corrupt (worker_split="batches")
+                    yield batch
             return
         target, position = len(self), StreamPosition.start(self.epoch, self.readers)
         if self._resume is not None and self._resume.epoch == self.epoch:
@@ -183,11 +195,41 @@ class SequenceLoader:
     def action_groups(self) -> dict[str, list[int]]:
         return {k: list(v) for k, v in self.composer.action_groups.items()}
 
+
+def start_method(name: str | None):
+    """The DataLoader workers' multiprocessing context (None: the platform's default)."""
+    if name is None:
+        return None
+    context = multiprocessing.get_context(name)
+    if name == "forkserver":
+        _ensure_forkserver(context)
+    return context
+
+
+def _ensure_forkserver(context) -> None:
+    """Start this process's forkserver (once) with this package preloaded, so that its workers start in milliseconds
+    (a spawned one imports torch first: ~1.5 s). The server is a fresh process, safe beside Ray's threads; its
+    children inherit ITS environment (the one at its start). Python < 3.13 starts it without this process's
+    sys.path, so a script that put the project on sys.path would have its workers import another copy, or none:
+    the path goes along in PYTHONPATH."""
+    context.set_forkserver_preload(["data_pipeline"])  # no effect once the server runs
+    previous = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(path or os.getcwd() for path in sys.path)
+    try:
+        forkserver.ensure_running()
+    finally:
+        if previous is None:
+            os.environ.pop("PYTHONPATH")
+        else:
+            os.environ["PYTHONPATH"] = previous
+
+
 def build_sequence_loader(shard_dir: str, *, composer: Composer | ComposerOptions | Callable[[Manifest], Composer],
                           num_views: int,
                           batch_size: int, rank: int, world_size: int, num_workers: int, seed: int, train: bool,
                           shuffle_buffer: int = 1000, s3: S3Options | None = None,
                           resample_batches: int | None = None, shard_pattern: str | None = None,
+                          worker_split: str = "shards", multiprocessing_context: str | None = None,
                           pin_memory: bool = False) -> SequenceLoader:
     """A SequenceLoader for one rank over the shard set in shard_dir (a path, file:// or s3:// URL).
 
@@ -198,6 +240,12 @@ def build_sequence_loader(shard_dir: str, *, composer: Composer | ComposerOption
     rank yields exactly this many batches per epoch: any number of nodes, any number of shards.
     `shard_pattern`: a brace pattern naming the shards of the set to read (`shard-{000000..000009}.tar`).
     `pin_memory`: batches come in page-locked memory, for asynchronous copies to a GPU.
+    `worker_split` (val only): "shards" (default) gives each DataLoader worker its own shards, so the order of
+    the batches depends on the number of workers; "batches" has every worker read all shards and render every
+    N-th batch, so the batches (views, order) are the same for any number of workers (offline evaluation).
+    `multiprocessing_context`: how DataLoader workers start ("fork", "spawn", "forkserver"; None: the platform's
+    default, fork on Linux). "spawn" and "forkserver" (`start_method`) are safe in a process with threads (one
+    that has started Ray), where a forked child inherits locks held by threads that do not exist in it.
     """
     problems = [msg for bad, msg in [
         (num_views < 2, f"num_views must be >= 2 (M observed views + 1 target), got {num_views}"),
@@ -208,6 +256,10 @@ def build_sequence_loader(shard_dir: str, *, composer: Composer | ComposerOption
         (shuffle_buffer < 1, f"shuffle_buffer must be >= 1, got {shuffle_buffer}"),
         (resample_batches is not None and (not train or resample_batches < 1),
          f"resample_batches must be >= 1 and for a training loader, got {resample_batches} (train={train})"),
+        (worker_split not in ("shards", "batches") or (worker_split == "batches" and train),
+         f"worker_split must be 'shards', or 'batches' for a loader with train=False, got {worker_split!r}"),
+        (multiprocessing_context not in (None, "fork", "spawn", "forkserver"),
+         f"multiprocessing_context must be fork, spawn, forkserver or None, got {multiprocessing_context!r}"),
     ] if bad]
     if problems:
         raise DataError(f"invalid loader settings: {'; '.join(problems)}")
@@ -219,15 +271,17 @@ def build_sequence_loader(shard_dir: str, *, composer: Composer | ComposerOption
     elif not hasattr(composer, "compose"):
         composer = composer(manifest)
     check_shards_present(shard_dir, manifest, s3)  # here, not later inside a DataLoader worker's traceback
-    readers = world_size * max(1, num_workers)
+    shard_readers = 1 if worker_split == "batches" else max(1, num_workers)  # per rank
+    readers = world_size * shard_readers
     if resample_batches is None and len(manifest.shards) < readers:
         largest = max((s.num_samples for s in manifest.shards), default=0)
-        raise DataError(f"{shard_dir} has {len(manifest.shards)} shards but {world_size} ranks x {max(1, num_workers)} "
+        raise DataError(f"{shard_dir} has {len(manifest.shards)} shards but {world_size} ranks x {shard_readers} "
                         f"loader workers need at least {readers}; rewrite the shards with a smaller samples_per_shard "
                         f"(now up to {largest}) or use fewer loader workers")
     loader = SequenceLoader(shard_dir, manifest, composer=composer, num_views=num_views, batch_size=batch_size,
                             rank=rank, world_size=world_size, num_workers=num_workers, seed=seed, train=train,
                             shuffle_buffer=shuffle_buffer, s3=s3, resample_batches=resample_batches,
+                            worker_split=worker_split, multiprocessing_context=multiprocessing_context,
                             pin_memory=pin_memory)
     if train and len(loader) == 0:
         raise DataError(f"{shard_dir}: some rank's loader workers hold fewer than batch_size={batch_size} samples "

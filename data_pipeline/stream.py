@@ -29,10 +29,12 @@ if TYPE_CHECKING:
 
 
 class SkipCounter:
-    """Counts skipped corrupt samples across worker processes (a shared integer) and warns."""
+    """Counts skipped corrupt samples across worker processes (a shared integer) and warns.
 
-    def __init__(self):
-        self._value = multiprocessing.Value("q", 0)
+    `context`: the multiprocessing start method of the workers that share it (its lock must come from it)."""
+
+    def __init__(self, context: str | None = None):
+        self._value = multiprocessing.get_context(context).Value("q", 0)
 
     @property
     def count(self) -> int:
@@ -42,6 +44,14 @@ class SkipCounter:
         with self._value.get_lock():
             self._value.value += 1
         warnings.warn(f"skipping corrupt data in {where}: {err}", RuntimeWarning, stacklevel=2)
+
+
+class _NotCounted:
+    def skip(self, where: str, err: BaseException) -> None:
+        """Seen, and counted by another worker."""
+
+
+_NOT_COUNTED = _NotCounted()
 
 
 def read_samples(paths: Iterable[str], store, composer: Composer, skips: SkipCounter,
@@ -56,27 +66,40 @@ def read_samples(paths: Iterable[str], store, composer: Composer, skips: SkipCou
         if max_barren_shards is not None and barren >= max_barren_shards:
             raise DataError(f"{barren} shards in a row held no valid sample (last: {path}); {WRITE_HINT}")
         barren += 1
-        try:
-            stream = store.open(path)
-        except DataError as err:
-            hint = f"; {WRITE_HINT}" if isinstance(err, NotFound) else ""  # an outage is not the shards' fault
-            raise DataError(f"shard listed in the manifest is unreadable: {err}{hint}") from None
+        for key, sample in read_raw_samples(path, store, skips):
+            record = decode_or_skip(composer, sample, skips)
+            if record is not None:
+                barren = 0
+                yield key, record
 
-        def unreadable(err: Exception, path=path) -> bool:  # a broken tar: skip the rest of this shard
-            if isinstance(err, DataError):  # the store failed for good (retries spent): not corrupt data
-                raise err
-            skips.skip(path, err)
-            return True
 
-        with stream:
-            files = tar_file_expander([{"url": path, "stream": stream}], handler=unreadable)
-            for sample in group_by_keys(files, handler=unreadable):
-                try:
-                    record = composer.decode(sample)
-                    barren = 0
-                    yield f"{path.rsplit('/', 1)[-1]}/{sample.get('__key__')}", record
-                except Exception as err:  # noqa: BLE001 - any decoding failure (PIL raises several kinds): corrupt
-                    skips.skip(f"sample {sample.get('__key__')} of {path}", err)
+def read_raw_samples(path: str, store, skips: SkipCounter) -> Iterator[tuple[str, dict]]:
+    """(sample key, undecoded sample) of one shard; a broken tar skips (and counts) the rest of the shard."""
+    try:
+        stream = store.open(path)
+    except DataError as err:
+        hint = f"; {WRITE_HINT}" if isinstance(err, NotFound) else ""  # an outage is not the shards' fault
+        raise DataError(f"shard listed in the manifest is unreadable: {err}{hint}") from None
+
+    def unreadable(err: Exception) -> bool:  # a broken tar: skip the rest of this shard
+        if isinstance(err, DataError):  # the store failed for good (retries spent): not corrupt data
+            raise err
+        skips.skip(path, err)
+        return True
+
+    with stream:
+        files = tar_file_expander([{"url": path, "stream": stream}], handler=unreadable)
+        for sample in group_by_keys(files, handler=unreadable):
+            yield f"{path.rsplit('/', 1)[-1]}/{sample.get('__key__')}", sample
+
+
+def decode_or_skip(composer: Composer, sample: dict, skips: SkipCounter):
+    """The decoded record, or None after counting the sample as corrupt."""
+    try:
+        return composer.decode(sample)
+    except Exception as err:  # noqa: BLE001 - any decoding failure (PIL raises several kinds): corrupt
+        skips.skip(f"sample {sample.get('__key__')} of {sample.get('__url__')}", err)
+        return None
 
 
 def _shuffled(items: Iterable, buffer_size: int, rng: random.Random) -> Iterator:
@@ -129,6 +152,7 @@ class SequenceStream(IterableDataset):
 
     Worker ids are rotated by `start.next_worker`, so the DataLoader's turn (physical worker 0
     first) begins with the worker whose batch is next; each worker skips its `start.done_chunks`.
+    With `worker_split="batches"` (see `_every_nth_batch`) the workers share the batches, not the shards.
     """
 
     def __init__(self, loader: "SequenceLoader", shards_per_worker: list[list[str]] | None,
@@ -141,11 +165,15 @@ class SequenceStream(IterableDataset):
         self.batch_size, self.train, self.shuffle_buffer = loader.batch_size, loader.train, loader.shuffle_buffer
         self.skips = loader._skips
         self.s3 = loader.s3
+        self.split_batches = loader.worker_split == "batches"
 
     def __iter__(self) -> Iterator[dict]:
         worker = get_worker_info()
         readers = len(self.start.done_chunks)
         wid = ((worker.id if worker is not None else 0) + self.start.next_worker) % readers
+        if self.split_batches:
+            yield from self._every_nth_batch(wid, readers)
+            return
         barren_limit = None
         if self.shards_per_worker is None:  # resampling: the loader stops this stream after its epoch's batches
             draw = random.Random(sharding.derive_seed(*self.seed_keys, wid, sharding.SHARD_ORDER))
@@ -169,6 +197,27 @@ class SequenceStream(IterableDataset):
             if batch is not None:
                 batch[POSITION_KEY] = (wid, chunk_index)
                 yield batch
+
+    def _every_nth_batch(self, wid: int, readers: int) -> Iterator[dict]:
+        """Every worker reads all of the rank's shards undecoded and batches them as one reader would; worker
+        `wid` decodes and renders batches wid, wid + readers, ... with views seeded by the batch's index alone.
+        The DataLoader takes the workers' batches in turn, so the batches and their order are the same for any
+        number of workers (0 included). Reading is replicated (a few % of a batch's cost: decoding and rendering
+        dominate); a corrupt sample leaves its batch smaller instead of shifting the later ones. A batch whose
+        every sample is corrupt is an empty marker, so that the turn stays in step; the loader drops it."""
+        store = storage.store_for(self.shard_dir, self.s3)
+        tar_skips = self.skips if wid == 0 else _NOT_COUNTED  # every worker meets a broken tar: one counts it
+        raw = (item for path in self.shards_per_worker[0] for item in read_raw_samples(path, store, tar_skips))
+        for chunk_index, chunk in enumerate(_batched(raw, self.batch_size, drop_last=False)):
+            if chunk_index % readers != wid:
+                continue
+            decoded = [(key, decode_or_skip(self.composer, sample, self.skips)) for key, sample in chunk]
+            decoded = [(key, record) for key, record in decoded if record is not None]
+            generator = torch.Generator().manual_seed(
+                sharding.derive_seed(*self.seed_keys, 0, sharding.VIEWS, chunk_index))
+            with _one_thread():
+                batch = self._compose(decoded, generator) if decoded else None
+            yield {**(batch or {}), POSITION_KEY: (wid, chunk_index)}
 
     def _compose(self, chunk: list, generator: torch.Generator) -> dict | None:
         """The chunk's batch; a record that only fails here (e.g. a view that does not decode) is skipped,

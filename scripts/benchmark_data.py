@@ -1,9 +1,12 @@
 """Sequences per second the data pipeline delivers, against a naive per-file loader and the trainer's appetite.
 
-    python scripts/benchmark_data.py                 # both datasets, local and S3, 0/1/2 loader workers (~6 min)
-    python scripts/benchmark_data.py --objects 100   # a smaller 3DIEBench-like set
+    python scripts/benchmark_data.py                     # every part (~12 min on 2 cores)
+    python scripts/benchmark_data.py --only loader       # the shard loader: local and S3, 0/1/2 loader workers
+    python scripts/benchmark_data.py --only datasets     # one loader process per paper dataset's composition
+    python scripts/benchmark_data.py --only extraction   # offline feature extraction against the training loader
+    python scripts/benchmark_data.py --objects 100       # a smaller 3DIEBench-like set
 
-Two shard sets, M = 3 (4 views per sequence):
+`loader`: two shard sets, M = 3 (4 views per sequence):
 * `fashion-mnist`: the embedded default (28 px sources rendered to 32 px views);
 * `3diebench-like`: a synthetic object set in SIE's on-disk layout (50 views per object, 256 px JPEG
   renders with smooth content and random latents), written to shards at 128 px by the real source.
@@ -12,7 +15,17 @@ and 2 DataLoader workers, batch 64, one process. The naive loader does what the 
 per sequence: open each of the M+1 drawn views' JPEG file, decode it, resize it to 128 px, convert
 and normalise it, load its latent .npy, one after the other. The trainer's appetite is one training
 worker's full step (ResNet-18, standard stem, 128 px, M = 3, batch 32, 2 threads, the paper's
-3DIEBench setting) on this machine. All figures come from one run: compare them as ratios.
+3DIEBench setting) on this machine.
+`datasets`: small synthetic sets in each paper dataset's real format (`synthetic_datasets.py`), written by
+the real sources; the sequences per CPU-second ONE loader process (in-process, one thread) delivers with the
+recipe's composition (CPU time: other jobs on a shared machine do not inflate it), the recipe step's FLOPs
+per sequence (`trainer.training.flops`), and the loader processes an H100 would need at an assumed 40 % MFU
+in bf16 (infra/README.md).
+`extraction`: `python -m trainer.evaluate`'s feature extraction (the embedded default on Fashion-MNIST, and
+the 3DIEBench recipe on a 3DIEBench-like set): its loader alone and `extract_features` end to end (`--device
+cuda` on a GPU machine; on a CPU only the embedded default's), in-process (before) and with
+`eval.loader_workers` (after), beside the training loader, and where an in-process sequence's time goes.
+All figures come from one run: compare them as ratios. The CPU's flags are printed with them.
 """
 
 from __future__ import annotations
@@ -29,7 +42,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import benchmark_data_parts as parts  # noqa: E402
 import numpy as np  # noqa: E402
+import synthetic_datasets as synth  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -38,28 +53,11 @@ from data_pipeline.datasets import write_dataset  # noqa: E402
 from data_pipeline.sources.affine import AffineComposer  # noqa: E402
 from data_pipeline.sources.threedie import ThreeDIEComposer  # noqa: E402
 from data_pipeline.transforms import ActionSpace  # noqa: E402
+from trainer.training.flops import describe_cpu  # noqa: E402
 
-NUM_VIEWS, BATCH, VIEWS_PER_OBJECT, RENDER_SIDE, SIDE = 4, 64, 50, 256, 128
+NUM_VIEWS, BATCH, SIDE = 4, 64, 128
+VIEWS_PER_OBJECT = synth.VIEWS_PER_OBJECT
 MEAN, STD = np.array([0.5016, 0.5037, 0.5060]), np.array([0.1030, 0.0999, 0.0969])
-
-
-def make_3diebench_like(root: Path, objects: int) -> None:
-    """SIE's layout: <synset>/<object>/image_k.jpg + latent_k.npy, and the train index files."""
-    rng = np.random.default_rng(0)
-    y, x = np.mgrid[0:RENDER_SIDE, 0:RENDER_SIDE] / RENDER_SIDE
-    names = []
-    for i in range(objects):
-        folder = root / f"{i % 5:08d}" / f"object{i:05d}"
-        folder.mkdir(parents=True)
-        names.append(f"/{i % 5:08d}/object{i:05d}/")
-        for k in range(VIEWS_PER_OBJECT):
-            a, b, c = rng.uniform(2, 12, 3)  # smooth patterns: JPEG sizes like real renders, not like noise
-            image = np.stack([np.sin(a * x + b * y), np.cos(b * x - c * y), np.sin(c * (x + y))], -1)
-            Image.fromarray(((image + 1) * 127.5).astype(np.uint8)).save(folder / f"image_{k}.jpg", quality=90)
-            latents = np.concatenate([rng.uniform(-np.pi / 2, np.pi / 2, 3), rng.uniform(0, 1, 4)])
-            np.save(folder / f"latent_{k}.npy", latents)
-    np.save(root / "train_images.npy", np.array(names))
-    np.save(root / "train_labels.npy", np.arange(objects) % 5)
 
 
 def naive_rate(root: Path, objects: int, sequences: int) -> float:
@@ -82,18 +80,7 @@ def naive_rate(root: Path, objects: int, sequences: int) -> float:
 def loader_rate(location: str, composer, workers: int, batches: int, s3: S3Options | None) -> float:
     loader = build_sequence_loader(location, composer=composer, num_views=NUM_VIEWS, batch_size=BATCH, rank=0,
                                    world_size=1, num_workers=workers, seed=0, train=True, shuffle_buffer=256, s3=s3)
-    sequences, start, epoch = 0, None, 0
-    while sequences < batches * BATCH:
-        loader.set_epoch(epoch)
-        for batch in loader:
-            if start is None:  # the clock starts at the first batch: worker start-up is not throughput
-                start = time.perf_counter()
-                continue
-            sequences += len(batch["label"])
-            if sequences >= batches * BATCH:
-                break
-        epoch += 1
-    return sequences / (time.perf_counter() - start)
+    return parts.loader_rate(loader, batches * BATCH)
 
 
 def training_appetite(steps: int = 6) -> float:
@@ -132,52 +119,90 @@ def start_s3() -> tuple[subprocess.Popen, str]:
     raise RuntimeError("the moto S3 server did not start")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--objects", type=int, default=300, help="objects of the 3DIEBench-like set")
-    parser.add_argument("--batches", type=int, default=20, help="batches timed per setting")
-    args = parser.parse_args()
-    if args.objects < 2 * BATCH:
-        parser.error(f"--objects must be >= {2 * BATCH}: each of 2 loader workers needs a full batch of its own")
+def loader_part(tmp: Path, objects: int, batches: int) -> list[tuple[str, float]]:
+    """The shard loader on both sets, local and S3, against the naive loader and one training worker's appetite."""
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        t0 = time.perf_counter()
-        make_3diebench_like(tmp / "raw", args.objects)
-        write_dataset("3diebench", tmp / "raw", str(tmp / "shards"), splits=("train",), samples_per_shard=25,
-                      progress=False, image_size=SIDE)
-        fashion = prepare_fashion_mnist_shards(tmp / "fm", None, "~/seq-jepa/data/cache", 2000, limit=8000,
-                                               progress=False, system_packages=True)["train"]
-        print(f"data sets ready in {time.perf_counter() - t0:.0f} s")
-        server, endpoint = start_s3()
-        try:
-            s3 = S3Options(endpoint_url=endpoint)
-            import boto3
+    t0 = time.perf_counter()
+    synth.write_3diebench(tmp / "raw", objects)
+    write_dataset("3diebench", tmp / "raw", str(tmp / "shards"), splits=("train",), samples_per_shard=25,
+                  progress=False, image_size=SIDE)
+    fashion = prepare_fashion_mnist_shards(tmp / "fm", None, "~/seq-jepa/data/cache", 2000, limit=8000,
+                                           progress=False, system_packages=True)["train"]
+    print(f"data sets ready in {time.perf_counter() - t0:.0f} s")
+    server, endpoint = start_s3()
+    try:
+        s3 = S3Options(endpoint_url=endpoint)
+        import boto3
 
-            boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="bench")
-            sets = {"fashion-mnist": (fashion, lambda m: AffineComposer.for_shards(ActionSpace(), 32, m)),
-                    "3diebench-like": (str(tmp / "shards" / "train"), ThreeDIEComposer())}
-            for name, (local, composer) in sets.items():
-                remote = f"s3://bench/{name}"
-                upload_shard_set(local, remote, s3, progress=False)
-                for where, location, options in (("local", local, None), ("S3", remote, s3)):
-                    for workers in (0, 1, 2):
-                        rate = loader_rate(location, composer, workers, args.batches, options)
-                        rows.append((f"{name}, shard loader, {where}, {workers} loader worker(s)", rate))
-                        print(f"  {rows[-1][0]}: {rate:.0f} seq/s", flush=True)
-        finally:
-            server.terminate()
-        rows.append(("3diebench-like, naive per-file loader (the official code's way), 0 workers",
-                     naive_rate(tmp / "raw", args.objects, 300)))
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="bench")
+        sets = {"fashion-mnist": (fashion, lambda m: AffineComposer.for_shards(ActionSpace(), 32, m)),
+                "3diebench-like": (str(tmp / "shards" / "train"), ThreeDIEComposer())}
+        for name, (local, composer) in sets.items():
+            remote = f"s3://bench/{name}"
+            upload_shard_set(local, remote, s3, progress=False)
+            for where, location, options in (("local", local, None), ("S3", remote, s3)):
+                for workers in (0, 1, 2):
+                    rate = loader_rate(location, composer, workers, batches, options)
+                    rows.append((f"{name}, shard loader, {where}, {workers} loader worker(s)", rate))
+                    print(f"  {rows[-1][0]}: {rate:.0f} seq/s", flush=True)
+    finally:
+        server.terminate()
+    naive = naive_rate(tmp / "raw", objects, 300)
+    rows.append(("3diebench-like, naive per-file loader (the official code's way), 0 workers", naive))
     appetite = training_appetite()
     rows.append(("one training worker consumes (ResNet-18 128 px M=3 b32, fp32, 2 threads)", appetite))
+    shard0 = next(r for n, r in rows if n.startswith("3diebench-like, shard loader, local, 0"))
+    print_rows(rows)
+    print(f"\nshard loader / naive loader (3diebench-like, local, one process): {shard0 / naive:.1f}x")
+    print(f"one loader process / one training worker's consumption: {shard0 / appetite:.1f}x")
+    return rows
+
+
+def print_rows(rows: list[tuple[str, float]]) -> None:
     print(f"\n{'setting':<86} {'seq/s':>8}")
     for name, rate in rows:
         print(f"{name:<86} {rate:>8.1f}")
-    shard0 = next(r for n, r in rows if n.startswith("3diebench-like, shard loader, local, 0"))
-    naive = rows[-2][1]
-    print(f"\nshard loader / naive loader (3diebench-like, local, one process): {shard0 / naive:.1f}x")
-    print(f"one loader process / one training worker's consumption: {shard0 / appetite:.1f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=["loader", "datasets", "extraction"])
+    parser.add_argument("--objects", type=int, default=300, help="objects of the 3DIEBench-like sets")
+    parser.add_argument("--batches", type=int, default=20, help="batches timed per setting")
+    parser.add_argument("--device", default="cpu", help="where `extraction` runs the model end to end (cuda: "
+                        "scripts/gpu_check.sh)")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if args.objects < 2 * BATCH:
+        parser.error(f"--objects must be >= {2 * BATCH}: each of 2 loader workers needs a full batch of its own")
+    print(describe_cpu(), flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if args.only in (None, "loader"):
+            loader_part(tmp / "loader", args.objects, args.batches)
+        if args.only in (None, "datasets"):
+            rows = parts.dataset_rates(tmp / "datasets", args.objects, args.batches * BATCH)
+            print(f"\n{'paper dataset (training composition)':<40} {'seq/CPU-s per process':>25} "
+                  f"{'GFLOP/seq':>10} {f'processes per H100 at {parts.ASSUMED_MFU:.0%} MFU bf16':>38}")
+            for name, rate, gflops, processes, _ in rows:
+                print(f"{name:<40} {rate:>25.0f} {gflops:>10.2f} {processes:>38.0f}")
+            print("\none loader process, CPU ms per sequence:")
+            for name, *_, stages in rows:
+                print(f"  {name}: " + ", ".join(f"{stage} {ms:.3f}" for stage, ms in stages.items()))
+        if args.only in (None, "extraction"):
+            rows, stages = [], {}
+            for name, (config_file, split, overrides) in parts.extraction_sets(tmp / "extraction",
+                                                                                args.objects).items():
+                fashion = name.startswith("fashion")  # the 3DIEBench recipe's ResNet-18 is too slow on a CPU
+                end_to_end = device if fashion or device.type == "cuda" else None
+                rows += parts.extraction_rates(name, config_file, split, overrides, 4096 if fashion else 256,
+                                               end_to_end)
+                stages[name] = parts.extraction_breakdown(config_file, split, overrides, 2048 if fashion else 64)
+            print_rows(rows)
+            print("\nin-process extraction, CPU ms per sequence (the model's summed over its threads):")
+            for name, times in stages.items():
+                print(f"  {name}: " + ", ".join(f"{stage} {ms:.3f}" for stage, ms in times.items()))
+    print(describe_cpu())
 
 
 if __name__ == "__main__":

@@ -6,7 +6,10 @@
 1. `model`: the trainer's seq-JEPA step (ResNet-18 CIFAR stem, 32 px, M=3, batch 32, one process, 2 threads),
    fp32 and bf16 autocast, each with and without `train.channels_last`, on synthetic tensors: pure
    compute, comparable to the authors' 15 seq/s (26 with bf16) measured on a 2-core AVX512-BF16 machine.
-   On a CPU without native bf16, bf16 is emulated and measured over 2 steps only.
+   On a CPU without native bf16, bf16 is emulated and measured over 2 steps only. Beside sequences/s: the
+   step's achieved TFLOP/s (its FLOPs counted once by `trainer.training.flops.step_flops`) and the MFU against
+   this CPU's peak (the best matmul/convolution rate, `peak_flops`), measured in the same precision and threads
+   right before each row; the peaks and the CPU's flags are printed.
 2. `loop`: one process, no Ray: the default config's loader + train_step (sequences/s, data-wait share).
 3. `ray`: the same config under Ray Train with 1 and with 2 workers (the figures the run logs to MLflow).
 Every setting gets the whole machine. All figures in one run are measured back to back on the same
@@ -28,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from trainer.config import load_config  # noqa: E402
+from trainer.training.flops import describe_cpu  # noqa: E402
 from trainer.training.precision import cpu_has_native_bf16, resolve_precision  # noqa: E402
 
 CPUS = os.cpu_count() or 1  # every setting gets the whole machine, split evenly between its workers
@@ -83,27 +87,54 @@ def bench_ray(overrides: list[str], workers: int, steps: int) -> dict:
         return {"seq_per_s": last("train/samples_per_s"), "data_wait_frac": last("train/data_wait_frac")}
 
 
-def bench_model_step(precision: str, channels_last: bool = False, steps: int = 10, warmup: int = 3,
-                     batch: int = 32, seq_len: int = 3) -> float:
-    """Median sequences/s of the trainer's full step (forward, backward, AdamW, EMA, probes) at the paper's CIFAR
-    setting, on a synthetic batch."""
+def model_step_config(channels_last: bool = False):
+    """The paper's CIFAR setting: the schema's defaults (ResNet-18, 3 layers, 4 heads, ...) with the CIFAR stem."""
     from trainer.config import Config
+
+    config = Config()
+    config.model.cifar_stem, config.train.channels_last = True, channels_last
+    return config
+
+
+def bench_model_step(precision: str, channels_last: bool = False, steps: int = 10, warmup: int = 3,
+                     batch: int = 32, seq_len: int = 3, cpu_seconds: list | None = None) -> float:
+    """Median sequences/s of the trainer's full step (forward, backward, AdamW, EMA, probes) at the paper's CIFAR
+    setting, on a synthetic batch; `cpu_seconds` receives each timed step's CPU time (all threads)."""
     from trainer.training.setup import build_train_state
     from trainer.training.step import synthetic_batch, train_step
 
     torch.set_num_threads(2)
-    config = Config()  # the schema's defaults are the paper's (ResNet-18, 3 layers, 4 heads, ...)
-    config.model.cifar_stem, config.train.channels_last = True, channels_last
+    config = model_step_config(channels_last)
     device = torch.device("cpu")
     state = build_train_state(config, device, action_dim=9, channels=3, num_classes=100)
     data = synthetic_batch(batch, seq_len + 1, 3, 32, 9, 100, device)
     times = []
     for i in range(warmup + steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         train_step(state, data, 1e-4, 0.996, None, bf16=precision == "bf16")
         if i >= warmup:
             times.append(time.perf_counter() - t0)
+            if cpu_seconds is not None:
+                cpu_seconds.append(time.process_time() - c0)
     return batch / statistics.median(times)
+
+
+def model_step_flops() -> float:
+    """The step's FLOPs per sequence at the CIFAR setting (the trainer's counter)."""
+    from trainer.training.flops import step_flops
+
+    return step_flops(model_step_config(), 9, 3, 100, batch_per_rank=1, image_side=32, num_views=4)
+
+
+def cpu_peaks(precision: str) -> tuple[float, float]:
+    """This CPU's measured peak in `precision` with 2 threads (as the step), per wall second and per CPU-second,
+    measured right before the row it rates: on a shared machine the load drifts within a run."""
+    from trainer.training.flops import measure_peak
+
+    torch.set_num_threads(2)
+    bf16 = precision == "bf16"
+    return (measure_peak(torch.device("cpu"), bf16),
+            measure_peak(torch.device("cpu"), bf16, clock=time.process_time))
 
 
 def main() -> None:
@@ -112,27 +143,44 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("overrides", nargs="*", help="config overrides for the loop/ray parts")
     args = parser.parse_args()
-    rows = []
+    rows, notes = [], []
     if args.only in (None, "model"):  # first, before Ray's daemons share the CPU
+        per_sequence = model_step_flops()
+        notes.append(f"step FLOPs (flop counter: fwd+bwd, EMA target fwd, probes): {per_sequence / 1e9:.2f} GFLOP "
+                     "per sequence; MFU against the CPU peak (best matmul/conv rate) measured just before each row, "
+                     "on the wall clock and per CPU-second (CPU time: what other jobs on the machine inflate least)")
         for precision in ("fp32", "bf16"):
             emulated = precision == "bf16" and not cpu_has_native_bf16()
             for channels_last in (False, True):
+                peak, cpu_peak = cpu_peaks(precision)
+                cpu_seconds = []
                 # Emulated bf16 is ~20x slower: a few steps are enough to show it.
-                rate = bench_model_step(precision, channels_last, **({"steps": 2, "warmup": 1} if emulated else {}))
+                rate = bench_model_step(precision, channels_last, cpu_seconds=cpu_seconds,
+                                        **({"steps": 2, "warmup": 1} if emulated else {}))
+                per_cpu_second = 32 * per_sequence / statistics.median(cpu_seconds)
                 rows.append((f"model step, ResNet-18 CIFAR stem 32px M=3 b32, {precision}"
                              f"{', channels_last' if channels_last else ''}{' (emulated)' if emulated else ''}",
-                             rate, None))
+                             rate, None, (rate * per_sequence / 1e12, rate * per_sequence / peak, peak,
+                                          per_cpu_second / cpu_peak)))
     if args.only in (None, "loop"):
         r = bench_plain_loop(args.overrides, args.steps)
-        rows.append(("default config, 1 worker, plain loop", r["seq_per_s"], r["data_wait_frac"]))
+        rows.append(("default config, 1 worker, plain loop", r["seq_per_s"], r["data_wait_frac"], None))
     if args.only in (None, "ray"):
         for workers in (1, 2):
             r = bench_ray(args.overrides, workers, args.steps)
-            rows.append((f"default config, Ray Train, {workers} worker(s)", r["seq_per_s"], r["data_wait_frac"]))
-    print(f"\n{CPUS} CPUs, native bf16: {'yes' if cpu_has_native_bf16() else 'no'}, torch {torch.__version__}")
-    print(f"{'setting':<76} {'seq/s':>8} {'data wait':>10}")
-    for name, rate, wait in rows:
-        print(f"{name:<76} {rate:>8.1f} {'' if wait is None else f'{100 * wait:9.1f}%':>10}")
+            rows.append((f"default config, Ray Train, {workers} worker(s)", r["seq_per_s"], r["data_wait_frac"],
+                         None))
+    print(f"\n{describe_cpu()}; native bf16: {'yes' if cpu_has_native_bf16() else 'no'}")
+    for line in notes:
+        print(line)
+    print(f"{'setting':<76} {'seq/s':>8} {'data wait':>10} {'TFLOP/s':>8} {'MFU':>6} {'peak':>6} {'MFU/CPU-s':>9}")
+    for name, rate, wait, mfu in rows:
+        flops = "" if mfu is None else (f"{mfu[0]:>8.3f} {100 * mfu[1]:>5.1f}% {mfu[2] / 1e12:>6.3f} "
+                                        f"{100 * mfu[3]:>8.1f}%")
+        print(f"{name:<76} {rate:>8.1f} {'' if wait is None else f'{100 * wait:9.1f}%':>10} {flops}")
+    if any(mfu is not None and mfu[1] > 1 for *_, mfu in rows):
+        print("MFU above 100 %: the measured peak is the best of one matmul and one convolution, a lower bound of what "
+              "this CPU's libraries reach on other shapes")
 
 
 if __name__ == "__main__":

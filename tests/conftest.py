@@ -113,3 +113,10 @@ def s3_bucket(s3_endpoint) -> str:
 def same_batch(a: dict, b: dict) -> bool:
     """Two loader batches hold the same keys and equal values (tensors compared exactly)."""
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) if torch.is_tensor(a[k]) else a[k] == b[k] for k in a)
+
+
+def pytest_runtest_setup(item):
+    """Tests marked `gpu` need CUDA: on a machine without it they skip and say where they run."""
+    if item.get_closest_marker("gpu") is not None and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU (torch.cuda.is_available() is False here); scripts/gpu_check.sh runs the "
+                    "`gpu` tests on a GPU machine")

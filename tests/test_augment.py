@@ -369,7 +369,7 @@ def test_bad_batches_raise_data_errors():
         compose_batch(np.zeros((2, 32, 32), np.uint8), [0, 1], num_views=2)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.gpu
 def test_gpu_renders_like_cpu():
     images = random_images(8)
     cpu = compose_batch(images, [0] * 8, num_views=3, generator=torch.Generator().manual_seed(0))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -43,23 +44,49 @@ def build_loader(config: Config, split: str, rank: int, world_size: int) -> Sequ
 
 
 def build_frozen_view_loader(config: Config, split: str, num_views: int) -> SequenceLoader:
-    """A whole split in order, with views fixed by the seed, read in this process (offline evaluation).
+    """A whole split in order, with views fixed by the seed (offline evaluation), rendered by
+    `eval_loader_workers(config)` processes.
 
-    In-process because evaluation may run in a driver that has started Ray: forking loader workers
-    from a process with Ray's threads crashed there (a double free in the forked child).
+    The workers come from a forkserver, not forked from this process: evaluation may run in a driver that has
+    started Ray, and forking from a process with Ray's threads crashed there (a double free in the forked
+    child); spawning would work too, but costs ~1.5 s per worker and split. They share the batches, not the
+    shards, so the batches (views and order) are the same for any number of workers.
     """
-    return _loader(config, split, num_views, config.data.val_batch_size, 0, 1, train=False, num_workers=0)
+    workers = eval_loader_workers(config)
+    return _loader(config, split, num_views, config.data.val_batch_size, 0, 1, train=False, num_workers=workers,
+                   worker_split="batches", multiprocessing_context="forkserver" if workers else None)
+
+
+def eval_loader_workers(config: Config) -> int:
+    """`eval.loader_workers`, or (None) with a GPU the cores this process may use, up to 4 (in a Ray task or actor,
+    a sweep trial's evaluation, the CPUs Ray assigned it); on a CPU none: there the model takes ~99 % of an
+    extraction and the same cores, so rendering in this process is faster (measured: README, speed)."""
+    if config.eval.loader_workers is not None:
+        return config.eval.loader_workers
+    return min(4, _usable_cores()) if torch.cuda.is_available() else 0
+
+
+def _usable_cores() -> int:
+    ray = sys.modules.get("ray")  # never imported here for this: only a process that uses Ray has it loaded
+    if ray is not None and ray.is_initialized():
+        try:
+            assigned = ray.get_runtime_context().get_assigned_resources().get("CPU")
+        except AssertionError:  # how Ray says that this process is a driver, not a task or actor
+            assigned = None
+        if assigned:
+            return max(1, int(assigned))
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _loader(config: Config, split: str, num_views: int, batch: int, rank: int, world_size: int,
             train: bool, num_workers: int | None = None, resample_batches: int | None = None,
-            shard_pattern: str | None = None, pin_memory: bool = False) -> SequenceLoader:
+            shard_pattern: str | None = None, **options) -> SequenceLoader:
     return build_sequence_loader(
         f"{config.data.shards.rstrip('/')}/{split}", composer=composer_options(config),
         num_views=num_views, batch_size=batch, rank=rank, world_size=world_size,
         num_workers=config.data.loader_workers if num_workers is None else num_workers, seed=config.train.seed,
         train=train, shuffle_buffer=config.data.shuffle_buffer, s3=s3_options(config),
-        resample_batches=resample_batches, shard_pattern=shard_pattern, pin_memory=pin_memory)
+        resample_batches=resample_batches, shard_pattern=shard_pattern, **options)
 
 
 def composer_options(config: Config) -> ComposerOptions:

@@ -212,6 +212,8 @@ class EvalConfig:
     hidden: int = 1024  # width of the MLP regressor of the relative action (spec §3.6)
     seed: int = 0  # probe initialisation and minibatch order
     feature_cache: bool = True  # keep extracted features under data.cache_dir/features and reuse them
+    loader_workers: Optional[int] = None  # processes rendering views for the extraction (from a forkserver: safe
+    # beside Ray); None: the cores (a Ray task's CPUs), up to 4; 0: in this process. Same features for any value
 
     def check(self) -> None:
         require(len(self.seq_lens) >= 1 and all(m >= 1 for m in self.seq_lens),
@@ -223,6 +225,8 @@ class EvalConfig:
         require(self.epochs >= 1 and self.batch_size >= 1 and self.hidden >= 1,
                 "eval.epochs, eval.batch_size and eval.hidden must be >= 1")
         require(self.lr > 0, f"eval.lr must be > 0, got {self.lr}")
+        require(self.loader_workers is None or self.loader_workers >= 0,
+                f"eval.loader_workers must be >= 0 or null, got {self.loader_workers}")
 
 
 @dataclass
@@ -233,6 +237,7 @@ class TrainConfig:
     precision: Literal["fp32", "bf16", "auto"] = "fp32"  # bf16: autocast, BatchNorm and the loss stay fp32;
     # auto: bf16 where the worker's CPU/GPU has it natively (trainer/training/precision.py), else fp32
     channels_last: bool = False  # NHWC activations: faster convolutions with oneDNN and on GPUs
+    peak_tflops: Optional[float] = None  # per worker; None: from the accelerator table, or measured on CPU
     log_every_steps: int = 20  # per-step metrics cadence (every report is a barrier across workers)
     eval_every_epochs: int = 1  # validation + probe metrics cadence
     checkpoint_every_epochs: int = 1  # checkpoint cadence (the last epoch is always checkpointed)
@@ -250,6 +255,8 @@ class TrainConfig:
             require(getattr(self, key) >= 1, f"train.{key} must be >= 1, got {getattr(self, key)}")
         require(self.checkpoint_every_steps is None or self.checkpoint_every_steps >= 1,
                 f"train.checkpoint_every_steps must be >= 1 or null, got {self.checkpoint_every_steps}")
+        require(self.peak_tflops is None or self.peak_tflops > 0,
+                f"train.peak_tflops must be > 0 (TFLOP/s of one worker) or null, got {self.peak_tflops}")
 
 
 @dataclass

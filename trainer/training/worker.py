@@ -28,6 +28,7 @@ from trainer.data import DeviceFeed, build_loader, normalisation
 from trainer.errors import CheckpointError
 from trainer.tracking import MetricsLogger
 from trainer.training.ema import ema_decay_at
+from trainer.training.flops import batch_step_flops, mfu_metrics, peak_flops
 from trainer.training.hooks import StepHook, build_hooks
 from trainer.training.optim import lr_at
 from trainer.training.precision import resolve_precision
@@ -88,6 +89,8 @@ class Worker:
     hooks: list[StepHook]
     steps_per_epoch: int
     feed: DeviceFeed  # loader batches -> device batches
+    peak_flops: float  # this worker's accelerator, FLOP/s (trainer.training.flops.peak_flops)
+    step_flops: float | None = None  # one step of one rank, counted once on the first batch
     wait_s: float = 0.0  # this window's time spent waiting for batches
     window_start: float = field(default_factory=time.perf_counter)
     stop_requested: bool = False  # as of the last logging window, on every rank alike
@@ -109,7 +112,10 @@ class Worker:
 
     def epoch_batches(self):
         """The epoch's remaining batches, on the device (`DeviceFeed`)."""
-        return self.feed(self._loader_batches())
+        for batch in self.feed(self._loader_batches()):
+            if self.step_flops is None:  # once: only the batch's shapes are read (trainer.training.flops)
+                self.step_flops = batch_step_flops(self.config, batch, self.state.loader.num_classes)
+            yield batch
 
     def _loader_batches(self):
         """The epoch's remaining loader batches; the time spent waiting for each one is counted."""
@@ -163,10 +169,12 @@ def make_worker(loop_config: dict, rank: int, world: int, device: torch.device,
     mlflow = loop_config.get("mlflow", {})
     logger = MetricsLogger(mlflow.get("tracking_uri"), mlflow.get("run_id"), enabled=rank == 0, resumed=restored)
     logger.set_tag("precision", precision)  # what `train.precision` resolved to on this hardware
+    peak, peak_source = peak_flops(device, precision == "bf16", config.train.peak_tflops)
+    logger.set_tag("peak_flops", f"{peak / 1e12:.3g} TFLOP/s per worker ({peak_source})")  # what train/mfu is of
     normalise = normalisation(train_loader, device)
     return Worker(config, loop_config["config"], rank, world, state, val_loader, normalise, precision == "bf16",
                   logger, StopCheck(loop_config.get("stop_signal"), rank), build_hooks(config, rank, world, restored),
-                  steps_per_epoch, DeviceFeed(device, *normalise))
+                  steps_per_epoch, DeviceFeed(device, *normalise), peak)
 
 
 def log_window(w: Worker, lr: float, decay: float) -> None:
@@ -192,7 +200,8 @@ def log_window(w: Worker, lr: float, decay: float) -> None:
     w.logger.log_metrics({"train/loss": loss_mean, "train/lr": lr, "train/ema_decay": decay,
                           "train/samples_per_s": w.config.data.batch_size * state.window.steps / elapsed,
                           "train/data_wait_frac": wait_frac, "train/epoch": state.epoch,
-                          "data/skipped_samples": skipped}, state.step)
+                          "data/skipped_samples": skipped,
+                          **mfu_metrics(w.step_flops, state.window.steps, elapsed, w.world, w.peak_flops)}, state.step)
     state.window.reset()
     w.wait_s, w.window_start = 0.0, time.perf_counter()
 

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The checks only a GPU can run, in one command and at most 10 minutes on one H100/H200-class GPU with 16 cores:
+#   1. the `gpu` tests (bf16 step, channels_last, device-side augmentation against the CPU rendering, CUDA RNG
+#      through a checkpoint, the MFU peak);
+#   2. one Ray Train run of the embedded default on the GPU (python trainer/run.py scaling.use_gpu=true ...),
+#      then the offline evaluation of its checkpoint (feature extraction with loader workers);
+#   3. the throughput table: sequences/s, TFLOP/s and MFU of the trainer's step (scripts/benchmark_gpu.py);
+#   4. the offline extraction on the GPU, in-process against eval.loader_workers, beside the training loader
+#      (scripts/benchmark_data.py --only extraction --device cuda).
+#
+#   bash scripts/gpu_check.sh            # from anywhere; logs and the table under $GPU_CHECK_OUT (a temp folder)
+#
+# It uses the project's .venv as it is. Without one it creates it: the CUDA build of torch==2.13.0 from PyPI,
+# then `pip install -e .[dev]` (that needs the network). The embedded default needs Fashion-MNIST: in
+# ~/seq-jepa/data/cache, from the network, or from FASHION_MNIST_DIR (a folder of the four IDX files).
+# Every step runs under its own time limit; the script goes on after a failure and exits non-zero if any failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${VENV:-.venv}
+OUT=${GPU_CHECK_OUT:-$(mktemp -d -t seq-jepa-gpu-check-XXXX)}
+mkdir -p "$OUT"
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "== creating $VENV: torch==2.13.0 (CUDA build, PyPI), then the project with its dev extras"
+    python3 -m venv "$VENV" || exit 1
+    "$VENV/bin/pip" install --quiet --index-url https://pypi.org/simple torch==2.13.0 || exit 1
+    "$VENV/bin/pip" install --quiet -e ".[dev]" || exit 1
+fi
+PY="$VENV/bin/python"
+"$PY" - <<'EOF' || exit 1
+import torch
+if torch.version.cuda is None:
+    raise SystemExit(f"torch {torch.__version__} is a CPU build: install the CUDA build of torch==2.13.0 into the venv")
+if not torch.cuda.is_available():
+    raise SystemExit(f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no GPU here: this check needs one")
+print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.get_device_name()}")
+EOF
+export RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S=120 MLFLOW_DISABLE_TELEMETRY=true RAY_AUTH_MODE=${RAY_AUTH_MODE:-token}
+SOURCE=()
+if [ -n "${FASHION_MNIST_DIR:-}" ]; then SOURCE=("data.source_dir=$FASHION_MNIST_DIR"); fi
+
+FAILED=()
+step() {  # step NAME SECONDS COMMAND...: run it under a time limit, its output to the terminal and $OUT/NAME.log
+    local name=$1 limit=$2
+    shift 2
+    echo
+    echo "== $name (at most ${limit} s)"
+    local start=$SECONDS
+    timeout --kill-after=10 "$limit" "$@" 2>&1 | tee "$OUT/$name.log"
+    local code=${PIPESTATUS[0]}
+    echo "== $name: exit $code after $((SECONDS - start)) s"
+    if [ "$code" -ne 0 ]; then FAILED+=("$name (exit $code)"); fi
+}
+
+step gpu-tests 150 "$PY" -m pytest -q -m gpu -rs -p no:cacheprovider tests/
+step ray-train-gpu 120 "$PY" trainer/run.py scaling.use_gpu=true scaling.num_workers=1 scaling.cpus_per_worker=8 \
+    data.loader_workers=4 train.epochs=1 train.steps_per_epoch=60 probe.val_batches=4 "${SOURCE[@]}" \
+    run.name=gpu-check run.storage_path="$OUT/runs" tracking.tracking_uri="sqlite:///$OUT/mlflow.db"
+step evaluate-gpu 60 "$PY" -m trainer.evaluate "$OUT/runs/gpu-check" --no-log eval.train_samples=4096 \
+    eval.val_samples=2048 eval.epochs=5 eval.loader_workers=4 data.cache_dir="$OUT/cache"
+step throughput 120 "$PY" scripts/benchmark_gpu.py
+step extraction 120 "$PY" scripts/benchmark_data.py --only extraction --device cuda --objects 128
+
+echo
+echo "logs: $OUT"
+if [ ${#FAILED[@]} -ne 0 ]; then
+    printf 'FAILED: %s\n' "${FAILED[@]}"
+    exit 1
+fi
+echo "all GPU checks passed"
