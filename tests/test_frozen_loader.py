@@ -17,7 +17,7 @@ from data_pipeline.sources.affine import AffineComposer
 from tests.conftest import PROJECT_ROOT, same_batch, tiny_overrides
 from tests.test_data_loader import IDENTITY, SIDE, UNEVEN, epoch_ids, make_shards
 from trainer.config import load_config
-from trainer.data import build_frozen_view_loader, composer_options, eval_loader_workers
+from trainer.data import build_frozen_view_loader, composer_options, eval_loader_workers, usable_cores
 from trainer.errors import ConfigError
 
 SPACE = AffineComposer.for_shards  # with random transformations: views differ if the seeds differ
@@ -100,8 +100,10 @@ def test_bad_worker_split_or_start_method_is_a_data_error(tmp_path):
         toy_loader(shards, num_workers=1, context="thread")
 
 
-def test_eval_loader_workers_default_to_the_cores_up_to_4_and_are_checked():
-    assert 1 <= eval_loader_workers(load_config(None, [])) <= 4
+def test_eval_loader_workers_default_to_the_cores_up_to_4_with_a_gpu_none_without_and_are_checked():
+    expected = min(4, usable_cores()) if torch.cuda.is_available() else 0
+    assert eval_loader_workers(load_config(None, [])) == expected
+    assert eval_loader_workers(load_config(None, ["eval.loader_workers=3"])) == 3
     assert eval_loader_workers(load_config(None, ["eval.loader_workers=0"])) == 0
     with pytest.raises(ConfigError, match="eval.loader_workers must be >= 0"):
         load_config(None, ["eval.loader_workers=-1"])
@@ -123,14 +125,14 @@ def test_workers_render_in_a_process_that_started_ray(ray_local, fashion_mnist_s
     assert sum(len(b["label"]) for b in build_frozen_view_loader(config, "val", 4)) == 1600
 
 
-def test_in_a_ray_task_the_default_loader_workers_are_the_cpus_ray_assigned(ray_local):
-    """A sweep trial's evaluation runs as a Ray task: its loader workers stay within the task's CPUs."""
+def test_in_a_ray_task_the_usable_cores_are_the_cpus_ray_assigned(ray_local):
+    """A sweep trial's evaluation runs as a Ray task: with a GPU, its loader workers stay within the task's CPUs."""
     @ray_local.remote(num_cpus=1)
-    def workers_in_a_task() -> int:
-        return eval_loader_workers(load_config(None, []))
+    def cores_in_a_task() -> int:
+        return usable_cores()
 
-    assert ray_local.get(workers_in_a_task.remote()) == 1
-    assert eval_loader_workers(load_config(None, [])) == min(4, len(os.sched_getaffinity(0)))  # the driver
+    assert ray_local.get(cores_in_a_task.remote()) == 1
+    assert usable_cores() == len(os.sched_getaffinity(0))  # the driver: the machine's cores, not a task's share
 
 
 WORKER_MODULE_SCRIPT = """

@@ -63,10 +63,10 @@ def eval_loader_workers(config: Config) -> int:
     extraction and the same cores, so rendering in this process is faster (measured: README, speed)."""
     if config.eval.loader_workers is not None:
         return config.eval.loader_workers
-    return min(4, _usable_cores()) if torch.cuda.is_available() else 0
+    return min(4, usable_cores()) if torch.cuda.is_available() else 0
 
 
-def _usable_cores() -> int:
+def usable_cores() -> int:
     ray = sys.modules.get("ray")  # never imported here for this: only a process that uses Ray has it loaded
     if ray is not None and ray.is_initialized():
         try:
