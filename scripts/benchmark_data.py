@@ -10,7 +10,7 @@
 * `fashion-mnist`: the embedded default (28 px sources rendered to 32 px views);
 * `3diebench-like`: a synthetic object set in SIE's on-disk layout (50 views per object, 256 px JPEG
   renders with smooth content and random latents), written to shards at 128 px by the real source.
-Each is read from local disk and from a moto S3 server on 127.0.0.1 (real HTTP, boto3), with 0, 1
+Each is read from local disk and from SeaweedFS's S3 gateway on 127.0.0.1 (real HTTP, boto3), with 0, 1
 and 2 DataLoader workers, batch 64, one process. The naive loader does what the official code does
 per sequence: open each of the M+1 drawn views' JPEG file, decode it, resize it to 128 px, convert
 and normalise it, load its latent .npy, one after the other. The trainer's appetite is one training
@@ -33,11 +33,9 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -53,6 +51,7 @@ from data_pipeline.datasets import write_dataset  # noqa: E402
 from data_pipeline.sources.affine import AffineComposer  # noqa: E402
 from data_pipeline.sources.threedie import ThreeDIEComposer  # noqa: E402
 from data_pipeline.transforms import ActionSpace  # noqa: E402
+from tests.object_store import Key, SeaweedFS, create_bucket, unavailable_reason  # noqa: E402
 from trainer.training.flops import describe_cpu  # noqa: E402
 
 NUM_VIEWS, BATCH, SIDE = 4, 64, 128
@@ -101,22 +100,14 @@ def training_appetite(steps: int = 6) -> float:
     return 32 / statistics.median(times[2:])
 
 
-def start_s3() -> tuple[subprocess.Popen, str]:
-    with __import__("socket").socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-                       "AWS_DEFAULT_REGION": "us-east-1"})
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(150):
-        try:
-            urllib.request.urlopen(f"{url}/moto-api/", timeout=1)
-            return server, url
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError("the moto S3 server did not start")
+def start_s3(folder: Path) -> SeaweedFS:
+    """SeaweedFS's S3 gateway on 127.0.0.1, as the tests start it (tests/object_store.py), with a throwaway key."""
+    reason = unavailable_reason()
+    if reason is not None:
+        raise SystemExit(f"benchmark_data: the S3 part needs SeaweedFS: {reason}")
+    key = Key("bench", "bench-secret")
+    os.environ.update({**key.env(), "AWS_DEFAULT_REGION": "us-east-1"})
+    return SeaweedFS(folder, key).start()
 
 
 def loader_part(tmp: Path, objects: int, batches: int) -> list[tuple[str, float]]:
@@ -129,16 +120,14 @@ def loader_part(tmp: Path, objects: int, batches: int) -> list[tuple[str, float]
     fashion = prepare_fashion_mnist_shards(tmp / "fm", None, "~/seq-jepa/data/cache", 2000, limit=8000,
                                            progress=False, system_packages=True)["train"]
     print(f"data sets ready in {time.perf_counter() - t0:.0f} s")
-    server, endpoint = start_s3()
+    server = start_s3(tmp / "seaweedfs")
     try:
-        s3 = S3Options(endpoint_url=endpoint)
-        import boto3
-
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="bench")
+        s3 = S3Options(endpoint_url=server.url)
+        bucket = create_bucket(server.url, "bench")
         sets = {"fashion-mnist": (fashion, lambda m: AffineComposer.for_shards(ActionSpace(), 32, m)),
                 "3diebench-like": (str(tmp / "shards" / "train"), ThreeDIEComposer())}
         for name, (local, composer) in sets.items():
-            remote = f"s3://bench/{name}"
+            remote = f"s3://{bucket}/{name}"
             upload_shard_set(local, remote, s3, progress=False)
             for where, location, options in (("local", local, None), ("S3", remote, s3)):
                 for workers in (0, 1, 2):
@@ -146,7 +135,7 @@ def loader_part(tmp: Path, objects: int, batches: int) -> list[tuple[str, float]
                     rows.append((f"{name}, shard loader, {where}, {workers} loader worker(s)", rate))
                     print(f"  {rows[-1][0]}: {rate:.0f} seq/s", flush=True)
     finally:
-        server.terminate()
+        server.stop()
     naive = naive_rate(tmp / "raw", objects, 300)
     rows.append(("3diebench-like, naive per-file loader (the official code's way), 0 workers", naive))
     appetite = training_appetite()

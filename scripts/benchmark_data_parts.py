@@ -21,7 +21,7 @@ from data_pipeline.stream import SkipCounter, read_raw_samples
 from trainer.config import load_config
 from trainer.data import build_frozen_view_loader, composer_options, eval_loader_workers
 from trainer.evaluation.features import extract_features
-from trainer.model import build_model
+from trainer.methods import build_model
 from trainer.training.flops import gpu_peak, step_flops
 from trainer.training.precision import resolve_precision
 
