@@ -26,7 +26,6 @@ search-space key the training config does not have is a one-line error naming it
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import os
@@ -36,7 +35,7 @@ from typing import Any
 
 import yaml
 
-from trainer.config import DEFAULT_CONFIG_PATH, Config, build_dataclass, load_config, read_yaml_mapping, set_nested
+from trainer.config import DEFAULT_CONFIG_PATH, Config, build_dataclass, load_config, read_extended_mapping, set_nested
 from trainer.errors import ConfigError
 
 DOMAINS = ("grid", "choice", "uniform", "loguniform", "randint")
@@ -144,28 +143,6 @@ class SweepSpec:
 
 # ---------------------------------------------------------------------------------------------
 # Reading: YAML (with `extends`) -> merged tree -> typed spec -> checked against the training config.
-
-
-def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict:
-    path = path.resolve()
-    if path in seen:
-        raise ConfigError(f"sweep file {path} extends itself (through {' -> '.join(map(str, seen))})")
-    tree = read_yaml_mapping(path, kind="sweep file", holds="a mapping")
-    parent = tree.pop("extends", None)
-    if parent is None:
-        return tree
-    return _merge(_read(path.parent / parent, (*seen, path)), tree)
-
-
-def _merge(base: dict, top: dict) -> dict:
-    """`top` over `base`, mappings merged key by key (so a child can change one scheduler field)."""
-    merged = copy.deepcopy(base)
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "search_space":
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
 
 
 def _section(cls: type, value: Any, key: str):
@@ -301,7 +278,7 @@ def load_sweep(path: str | Path, overrides: list[str] = ()) -> SweepSpec:
     (so it applies to every trial); any other key sets a sweep key (`name=x`, `scheduler.name=asha`,
     `search_space.model.seq_len={grid: [1, 2]}`).
     """
-    tree = _read(Path(path))
+    tree = read_extended_mapping(Path(path), "sweep file", "a mapping", atomic=("search_space",))
     for text in overrides:
         key, sep, raw = text.partition("=")
         key = key.strip()

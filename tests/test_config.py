@@ -103,3 +103,23 @@ def test_the_paper_recipes_load_and_name_their_dataset(name):
     config = load_config(path)
     assert config.data.dataset == name.split("_")[0] and config.model.encoder == "resnet18"
     assert config.scaling.use_gpu and config.model.num_layers == 3 and config.model.num_heads == 4
+
+
+def test_a_recipe_extends_another_and_changes_single_fields(tmp_path):
+    (tmp_path / "narrow.yaml").write_text("extends: default\nmodel: {conv_width: 8}\ntrain: {epochs: 8}\n")
+    (tmp_path / "narrower.yaml").write_text("extends: narrow.yaml\nmodel: {conv_width: 4}\n")
+    default, config = load_config(None), load_config(tmp_path / "narrower.yaml")
+    assert (config.model.conv_width, config.train.epochs) == (4, 8)  # the child's value, the parent's value
+    assert config.model.seq_len == default.model.seq_len  # a sibling field in the same section: the default's
+    assert config.data.dataset == default.data.dataset  # a section the children never name
+    assert load_config(tmp_path / "narrower.yaml", ["model.conv_width=16"]).model.conv_width == 16
+
+
+def test_a_recipe_that_extends_itself_or_a_missing_file_is_one_clear_error(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="config file .*a.yaml extends itself"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("extends: no_such_recipe\n")
+    with pytest.raises(ConfigError, match="config file not found: .*no_such_recipe.yaml"):
+        load_config(tmp_path / "c.yaml")

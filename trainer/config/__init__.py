@@ -6,6 +6,7 @@ from trainer.config.loading import (
                                     config_from_dict,
                                     flatten,
                                     load_config,
+                                    read_extended_mapping,
                                     read_yaml_mapping,
                                     set_nested,
                                     to_dict,
@@ -29,5 +30,5 @@ from trainer.config.schema import (
 
 __all__ = ["METHOD_NAMES", "Config", "DataConfig", "ModelConfig", "MethodConfig", "EmaConfig", "OptimConfig",
            "ProbeConfig", "EvalConfig", "TrainConfig", "ScalingConfig", "RunConfig", "FaultsConfig", "TrackingConfig",
-           "DEFAULT_CONFIG_PATH", "build_dataclass", "config_from_dict", "flatten", "load_config", "read_yaml_mapping",
-           "set_nested", "to_dict"]
+           "DEFAULT_CONFIG_PATH", "build_dataclass", "config_from_dict", "flatten", "load_config",
+           "read_extended_mapping", "read_yaml_mapping", "set_nested", "to_dict"]

@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import difflib
 import math
+import os
 import types
 import typing
 from pathlib import Path
@@ -149,9 +150,42 @@ def read_yaml_mapping(path: Path, kind: str = "config file", holds: str = "a map
     return tree
 
 
+def read_extended_mapping(path: Path, kind: str, holds: str, recipes: Path | None = None,
+                          atomic: tuple[str, ...] = (), seen: tuple[Path, ...] = ()) -> dict:
+    """A YAML mapping whose optional top-level `extends:` names the file it starts from (a path relative to it,
+    or with `recipes` a bare name there: `extends: default`); mappings merge key by key (but `atomic` keys whole),
+    the child's values win."""
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{kind} {path} extends itself (through {' -> '.join(map(str, seen))})")
+    tree = read_yaml_mapping(path, kind=kind, holds=holds)
+    parent = tree.pop("extends", None)
+    if parent is None:
+        return tree
+    parent_path = Path(os.path.expanduser(str(parent)))
+    if recipes is not None and parent_path.suffix not in (".yaml", ".yml"):
+        parent_path = recipes / f"{parent}.yaml"
+    parent_tree = read_extended_mapping(path.parent / parent_path, kind, holds, recipes, atomic, (*seen, path))
+    return merge_mappings(parent_tree, tree, atomic)
+
+
+def merge_mappings(base: dict, top: dict, atomic: tuple[str, ...] = ()) -> dict:
+    """`top` over `base`, nested mappings merged key by key (a child changes one field), except `atomic` keys."""
+    merged = copy.deepcopy(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key not in atomic:
+            merged[key] = merge_mappings(merged[key], value, atomic)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
-    """YAML file (default: the embedded default) + dotted overrides -> validated Config."""
-    return config_from_dict(read_yaml_mapping(Path(path) if path else DEFAULT_CONFIG_PATH), overrides)
+    """YAML file (default: the embedded default; `extends: <recipe>` starts from another) + dotted overrides ->
+    validated Config."""
+    tree = read_extended_mapping(Path(path) if path else DEFAULT_CONFIG_PATH, "config file",
+                                 "a mapping of sections", recipes=DEFAULT_CONFIG_PATH.parent)
+    return config_from_dict(tree, overrides)
 
 
 def config_from_dict(tree: dict, overrides: list[str] = (), allowed_sections: tuple[str, ...] | None = None) -> Config:
