@@ -52,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
         if name == "write":
             cmd.add_argument("--out", required=True, help="output folder or s3://bucket/prefix; gets one set per split")
             cmd.add_argument("--splits", nargs="+", help="the splits to write (default: all the dataset's usual ones)")
-            cmd.add_argument("--samples-per-shard", type=int, default=2000)
+            cmd.add_argument("--samples-per-shard", type=int,
+                             help="default: up to 2000, fewer where a split would have under 8 shards")
             cmd.add_argument("--limit", type=int, help="keep only the first N samples of each split")
             cmd.add_argument("--image-size", type=int, help="3diebench: stored view side (128); "
                                                             "imagenet: stored shorter side (224)")

