@@ -27,7 +27,7 @@ def _complete(split_dir: str, s3: S3Options | None) -> bool:
 
 
 def prepare_shards(dataset: str, out_dir: str | os.PathLike, source_dir: str | None, cache_dir: str,
-                   samples_per_shard: int, *, progress: bool = True, s3: S3Options | None = None,
+                   samples_per_shard: int | None, *, progress: bool = True, s3: S3Options | None = None,
                    splits: tuple[str, ...] = SPLITS, system_packages: bool = False) -> dict[str, str]:
     """`out_dir/<split>` of `dataset` for each split, written unless all are already complete.
 
@@ -50,7 +50,7 @@ def prepare_shards(dataset: str, out_dir: str | os.PathLike, source_dir: str | N
 
 
 def prepare_fashion_mnist_shards(out_dir: str | os.PathLike, source_dir: str | None, cache_dir: str,
-                                 samples_per_shard: int, limit: int | None = None, *,
+                                 samples_per_shard: int | None, limit: int | None = None, *,
                                  progress: bool = True, s3: S3Options | None = None,
                                  system_packages: bool = False) -> dict[str, str]:
     """Write `out_dir/train` and `out_dir/val` shard sets (local or s3://); nothing if both are complete.

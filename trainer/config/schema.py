@@ -44,7 +44,7 @@ class DataConfig:
     train_split: str = "train"  # the shard set seq-JEPA trains on (stl10: `unlabeled`); probes use train and val
     source_dir: Optional[str] = None  # the raw dataset's folder; fashion-mnist: None = cache, Debian package, HTTP
     cache_dir: str = "~/seq-jepa/data/cache"  # where fetched raw files are kept
-    samples_per_shard: int = 2000  # shard size when preparing shards
+    samples_per_shard: Optional[int] = None  # shard size when preparing shards; None: up to 2000, >= 8 shards a split
     image_size: Optional[int] = None  # side of the views (fashion-mnist, cifar100, tinyimagenet); None: natural size
     batch_size: int = 256  # GLOBAL batch (sequences per optimizer step), split evenly across workers
     loader_workers: int = 1  # DataLoader worker processes per training worker
@@ -80,7 +80,8 @@ class DataConfig:
         require(self.crop_size is None or self.crop_size >= self.fovea_size,
                 f"data.crop_size must be >= data.fovea_size or null, got {self.crop_size}")
         require(self.loader_workers >= 0, "data.loader_workers must be >= 0")
-        require(self.samples_per_shard >= 1, "data.samples_per_shard must be >= 1")
+        require(self.samples_per_shard is None or self.samples_per_shard >= 1,
+                "data.samples_per_shard must be >= 1 or null")
         require(self.shuffle_buffer >= 1, "data.shuffle_buffer must be >= 1")
         require(self.train_split in ("train", "unlabeled"),
                 f"data.train_split must be 'train' or 'unlabeled' (stl10), got {self.train_split!r}")
