@@ -58,13 +58,17 @@ def _parallelize(model, strategy: str):
     return fully_shard(model, mesh=mesh)
 
 
-def _worker(rank: int, port: int, strategy: str, queue) -> None:
+SPLITS = {"even": [4, 4], "uneven": [3, 5]}  # rows per rank: a short batch on one rank (a val tail, a dropped sample)
+
+
+def _worker(rank: int, port: int, strategy: str, split: str, queue) -> None:
     try:
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         dist.init_process_group("gloo", rank=rank, world_size=WORLD)
         torch.set_num_threads(1)
         views, actions = _global_batch()
-        rows = slice(rank * GLOBAL_BATCH // WORLD, (rank + 1) * GLOBAL_BATCH // WORLD)
+        counts = SPLITS[split]
+        rows = slice(sum(counts[:rank]), sum(counts[:rank + 1]))
         results = {}
         for name in CROSS_SAMPLE:
             wrapped = _parallelize(_model(name), strategy)
@@ -82,10 +86,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run_two_ranks(strategy: str) -> dict[int, dict]:
+def _run_two_ranks(strategy: str, split: str) -> dict[int, dict]:
     ctx = mp.get_context("spawn")
     queue, port = ctx.Queue(), _free_port()
-    procs = [ctx.Process(target=_worker, args=(rank, port, strategy, queue)) for rank in range(WORLD)]
+    procs = [ctx.Process(target=_worker, args=(rank, port, strategy, split, queue)) for rank in range(WORLD)]
     for p in procs:
         p.start()
     results = dict(queue.get(timeout=300) for _ in range(WORLD))
@@ -96,9 +100,9 @@ def _run_two_ranks(strategy: str) -> dict[int, dict]:
     return results
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
-def test_two_ranks_give_the_single_process_loss_and_gradients(strategy):
-    results = _run_two_ranks(strategy)
+@pytest.mark.parametrize("strategy,split", [("ddp", "even"), ("fsdp2", "even"), ("fsdp2", "uneven")])
+def test_two_ranks_give_the_single_process_loss_and_gradients(strategy, split):
+    results = _run_two_ranks(strategy, split)
     views, actions = _global_batch()
     for name in CROSS_SAMPLE:
         model = _model(name)

@@ -7,7 +7,9 @@ this rank's rows: rank r's parameters get W times the gradient flowing through i
 DDP/FSDP2 take over ranks gives exactly the single-process gradient on the concatenated batch. (The same
 backward is right for any per-rank losses: the result is the gradient of their mean.)
 
-Needs the same number of rows on every rank (the loader splits the global batch evenly).
+Ranks may hold different numbers of rows (a validation split's short last batch, a training batch that lost
+a sample that failed to compose): the row counts are exchanged first, which is the one host sync this adds
+per call (one small all-gather), and the rows are padded to the largest count for the data all-gather.
 """
 
 from __future__ import annotations
@@ -22,25 +24,36 @@ def world_size() -> int:
 
 class _AllGatherRows(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, local: torch.Tensor) -> torch.Tensor:
-        local = local.contiguous()
-        parts = [torch.empty_like(local) for _ in range(dist.get_world_size())]
-        dist.all_gather(parts, local)
-        ctx.rows = local.shape[0]
-        return torch.cat(parts)
+    def forward(ctx, local: torch.Tensor, counts: list[int]) -> torch.Tensor:
+        most = max(counts)
+        padded = torch.cat([local, local.new_zeros(most - local.shape[0], *local.shape[1:])]) if local.shape[0] < most \
+            else local.contiguous()
+        parts = [torch.empty_like(padded) for _ in counts]
+        dist.all_gather(parts, padded)
+        rank = dist.get_rank()
+        ctx.start, ctx.rows = sum(counts[:rank]), counts[rank]
+        return torch.cat([part[:count] for part, count in zip(parts, counts)])
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         grad = grad.clone(memory_format=torch.contiguous_format)  # all_reduce works in place
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        start = dist.get_rank() * ctx.rows
-        return grad[start:start + ctx.rows]
+        return grad[ctx.start:ctx.start + ctx.rows], None
+
+
+def row_counts(rows: int, device: torch.device) -> list[int]:
+    """Every rank's row count, rank 0's first (one small all-gather, read on the host)."""
+    mine = torch.tensor([rows], dtype=torch.int64, device=device)
+    counts = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
+    dist.all_gather(counts, mine)
+    return torch.cat(counts).tolist()
 
 
 def gather_rows(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Each (N, d_i) tensor -> (W*N, d_i), rank 0's rows first; one collective for all of them.
+    """Each (N_r, d_i) tensor -> (sum of N_r, d_i), rank 0's rows first; one data collective for all of them.
     Returns the inputs unchanged when torch.distributed is not initialised or has one rank."""
     if world_size() == 1:
         return tensors
-    gathered = _AllGatherRows.apply(torch.cat(tensors, dim=1))
+    local = torch.cat(tensors, dim=1)
+    gathered = _AllGatherRows.apply(local, row_counts(local.shape[0], local.device))
     return tuple(gathered.split([t.shape[1] for t in tensors], dim=1))
