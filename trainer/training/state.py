@@ -69,7 +69,7 @@ class TrainState(Stateful):
     optimizer: torch.optim.Optimizer
     probes: torch.nn.Module
     probe_optimizer: torch.optim.Optimizer
-    loader: SequenceLoader | None  # the training loader (its position is per-rank state); None: no data position
+    loader: SequenceLoader  # the training loader (its position is per-rank state)
     device: torch.device
     epoch: int = 0  # the epoch in progress
     step: int = 0  # optimizer steps taken
@@ -117,7 +117,12 @@ class TrainState(Stateful):
     def restore(self, checkpoint: Path, seed: int, rank: int, world: int) -> None:
         """Load `checkpoint` (or, if it is damaged, the newest older one of the same run folder) and set the RNG
         and the loader so training continues with the batch after the saved step."""
-        check_format(read_meta(checkpoint), checkpoint)  # another version's format: one line, no fallback
+        try:
+            meta = read_meta(checkpoint)
+        except CheckpointError:
+            meta = None  # damaged: the loop below says so and falls back to an older checkpoint
+        if meta is not None:
+            check_format(meta, checkpoint)  # another version's format: one line, no fallback
         for candidate in _candidates(checkpoint):
             try:
                 meta = read_trainer_state(candidate)
