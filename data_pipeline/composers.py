@@ -1,7 +1,8 @@
 """Which composer turns a shard set's samples into sequences: the dataset its manifest names, set up from options.
 
-This is the load-time half of every source (`sources/`); the trainer asks for one through
-`composer_for(manifest, options)` and never imports a source module itself.
+This is the load-time half of every source (`sources/`); the loader picks one with
+`composer_for(manifest, options)` from the `ComposerOptions` the trainer passes, so the trainer never imports a
+source module itself.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from data_pipeline.datasets import write_dataset
 from data_pipeline.storage import store_for
 from data_pipeline.stream import SkipCounter, read_raw_samples
 from trainer.config import load_config
-from trainer.data import build_frozen_view_loader, composer_options, eval_loader_workers
+from trainer.data import build_frozen_view_loader, composer_options, eval_loader_workers, usable_cores
 from trainer.evaluation.features import extract_features
 from trainer.methods import build_model
 from trainer.training.flops import gpu_peak, step_flops
@@ -113,10 +113,11 @@ def extraction_sets(tmp: Path, objects: int) -> dict[str, tuple[Path | None, str
 
 def extraction_rates(name: str, config_file: Path | None, split: str, overrides: list[str], sequences: int,
                      device: torch.device | None) -> list[tuple[str, float]]:
-    """The offline evaluation's frozen-view loader in-process (before) and with `eval.loader_workers` (after, the
-    default: this machine's cores up to 4), beside the training loader's composition with as many workers (read
-    from the same split, M+1 views); with a `device`, `extract_features` end to end with the recipe's model."""
-    after = eval_loader_workers(load_config(config_file, overrides))
+    """The offline evaluation's frozen-view loader in-process and with loader workers (the GPU default: this
+    machine's cores up to 4; `eval.loader_workers`' default on a CPU is in-process), beside the training loader's
+    composition with as many workers (read from the same split, M+1 views); with a `device`, `extract_features`
+    end to end with the recipe's model."""
+    after = eval_loader_workers(load_config(config_file, overrides)) or min(4, usable_cores())
     rows = []
 
     def add(label: str, rate: float) -> None:
@@ -133,7 +134,7 @@ def extraction_rates(name: str, config_file: Path | None, split: str, overrides:
     for workers in (0, after):
         config = load_config(config_file, overrides + [f"eval.loader_workers={workers}"])
         views = max(2, *config.eval.seq_lens) + 1
-        label = "before: in-process" if workers == 0 else f"after: {workers} loader workers"
+        label = "in-process" if workers == 0 else f"{workers} loader workers"
         add(f"frozen-view loader, {views} views, {label}",
             loader_rate(build_frozen_view_loader(config, split, views), sequences))
         if device is not None:

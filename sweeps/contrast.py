@@ -24,11 +24,14 @@ ROTATION = "eval/equi/r2_enc/rotation"
 LEAKAGE = "eval/equi/r2_agg/rotation"
 
 
-def variant_of(run: Run) -> str:
+def variant_of(run: Run) -> str | None:
+    """actions, no_actions or untrained; None for a trained run of another method (a methods sweep's baselines)."""
     if run.tags.get(VARIANT_TAG) in VARIANTS:
         return run.tags[VARIANT_TAG]
     if run.tags.get(UNTRAINED_TAG) == "true":
         return "untrained"
+    if run.params.get("model.method", "seq_jepa") != "seq_jepa":
+        return None
     return "no_actions" if run.params.get("model.action_cond") == "False" else "actions"
 
 
@@ -50,7 +53,7 @@ def contrast_rows(runs: list[Run], keys: list[str]) -> list[dict]:
     """One row per setting: {setting, metric/variant: mean value, ratios}."""
     settings: dict[str, dict[str, list[Run]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
-        if run.status == "FINISHED":
+        if run.status == "FINISHED" and variant_of(run) is not None:
             settings[setting_of(run, keys)][variant_of(run)].append(run)
     rows = []
     for setting, by_variant in settings.items():
@@ -89,7 +92,7 @@ def contrast_markdown(rows: list[dict]) -> str:
 
 def write_contrast(runs: list[Run], keys: list[str], out: Path) -> list[Path]:
     """`contrast.md` in `out`, for runs that hold more than one variant."""
-    if len({variant_of(r) for r in runs}) < 2:
+    if len({variant_of(r) for r in runs} - {None}) < 2:
         return []
     path = out / "contrast.md"
     path.write_text(contrast_markdown(contrast_rows(runs, keys)) + "\n")

@@ -124,6 +124,10 @@ def test_table1_one_row_per_variant_averaged_over_seeds(methods_store, mlflow_ur
     table = table1_markdown(rows)
     assert "| seq_jepa | seq_jepa | 2 | 61.0 | 64.0 | 56.0 | 0.500 | 0.610 | 0.400 | 30.5 |" in table
     assert "| simclr | simclr | 2 | 51.0 | – |" in table
+    from sweeps.contrast import contrast_rows
+
+    [contrast] = contrast_rows(child_runs(mlflow_uri, methods_store), [])  # seq-JEPA against the floor, no baseline
+    assert contrast["rot/actions"] == pytest.approx(0.61) and contrast["top1/untrained"] == 40.0
 
     assert main(["--sweep", "methods", "--experiment", "sweeps", "--tracking-uri", mlflow_uri,
                  "--out", str(tmp_path / "out")]) == 0

@@ -79,7 +79,7 @@ def check_views(config: Config, available: int | None, where: str, seq_len: int)
 def build_trainer(config: Config, tracking: dict | None = None, callbacks: list | None = None,
                   stop_signal=None) -> TorchTrainer:
     """A TorchTrainer for an already resolved config; `tracking` = {tracking_uri, run_id} for rank 0;
-    `stop_signal`: a `trainer.preemption.StopSignal` that makes the workers checkpoint and return."""
+    `stop_signal`: a `trainer.training.preemption.StopSignal` that makes the workers checkpoint and return."""
     s = config.scaling
     scaling = ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu,
                             resources_per_worker={"CPU": s.cpus_per_worker, **({"GPU": 1} if s.use_gpu else {})})

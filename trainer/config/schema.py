@@ -214,7 +214,8 @@ class EvalConfig:
     seed: int = 0  # probe initialisation and minibatch order
     feature_cache: bool = True  # keep extracted features under data.cache_dir/features and reuse them
     loader_workers: Optional[int] = None  # processes rendering views for the extraction (from a forkserver: safe
-    # beside Ray); None: the cores (a Ray task's CPUs), up to 4; 0: in this process. Same features for any value
+    # beside Ray); None: with a GPU the cores (a Ray task's CPUs) up to 4, on a CPU 0: in this process (faster
+    # there: the model takes the cores). Same features for any value
 
     def check(self) -> None:
         require(len(self.seq_lens) >= 1 and all(m >= 1 for m in self.seq_lens),
@@ -331,7 +332,7 @@ class Config:
         return self.model.eval_seq_len or self.model.seq_len
 
     def check(self) -> None:
-        """Each section's own checks, in the order of the fields, then those that span sections."""
+        """Each section's own checks (the first that fails is the error), then those that span sections."""
         for section in (self.model, self.method, self.ema, self.optim, self.train, self.run, self.faults, self.scaling,
                         self.data, self.probe, self.eval, self.tracking):
             section.check()

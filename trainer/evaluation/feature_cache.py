@@ -2,7 +2,7 @@
 
 One file per (checkpoint, split, settings that change the features): `<data.cache_dir>/features/<key>.pt`,
 the key a digest of the checkpoint's identity (location, every file's size and local modification time:
-`checkpoint_source.fingerprint`), the split, the data settings, eval.seq_lens, the sample limit, the seed
+`trainer.checkpointing.source.fingerprint`), the split, the data settings, eval.seq_lens, the sample limit, the seed
 that fixes the views, and whether the pass ran under bf16 on which device type. Probe settings (epochs,
 lr, ...) are not part of it. An entry is written to a temporary file and renamed into place, so an
 interrupted run never leaves a half-written one; an unreadable entry counts as missing.
