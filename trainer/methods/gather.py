@@ -14,12 +14,28 @@ per call (one small all-gather), and the rows are padded to the largest count fo
 
 from __future__ import annotations
 
+import contextlib
+from contextvars import ContextVar
+from typing import Iterator
+
 import torch
 import torch.distributed as dist
+
+_LOCAL_ONLY: ContextVar[bool] = ContextVar("gather_rows_local_only", default=False)
 
 
 def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+@contextlib.contextmanager
+def local_rows_only() -> Iterator[None]:
+    """Within it `gather_rows` returns its inputs: a FLOP count on fake tensors must not talk to other ranks."""
+    token = _LOCAL_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _LOCAL_ONLY.reset(token)
 
 
 class _AllGatherRows(torch.autograd.Function):
@@ -51,8 +67,9 @@ def row_counts(rows: int, device: torch.device) -> list[int]:
 
 def gather_rows(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Each (N_r, d_i) tensor -> (sum of N_r, d_i), rank 0's rows first; one data collective for all of them.
-    Returns the inputs unchanged when torch.distributed is not initialised or has one rank."""
-    if world_size() == 1:
+    Returns the inputs unchanged when torch.distributed is not initialised, has one rank, or within
+    `local_rows_only()`."""
+    if world_size() == 1 or _LOCAL_ONLY.get():
         return tensors
     local = torch.cat(tensors, dim=1)
     gathered = _AllGatherRows.apply(local, row_counts(local.shape[0], local.device))

@@ -31,6 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from trainer.config import Config
 from trainer.methods import MethodOutput, build_model
+from trainer.methods.gather import local_rows_only
 from trainer.training.probes import OnlineProbes, probe_features, probe_loss
 
 # Dense (no 2:4 sparsity) peak TFLOP/s per GPU from NVIDIA's datasheets, whose tensor figures are quoted with
@@ -61,11 +62,12 @@ def count_flops(make_module: Callable[[], nn.Module], run: Callable[[nn.Module],
     The module is built on the meta device, then its tensors become fake CPU tensors (shapes only): the
     code paths a real CPU tensor takes (autocast by device type, ...) work, nothing is computed. `run`
     creates its inputs itself (`torch.empty`: fake too) and calls `.backward()` where it wants it counted.
+    Cross-sample losses count over this rank's rows (they are a sliver of a step's FLOPs).
     """
     with torch.random.fork_rng(devices=[]):
         with torch.device("meta"):
             module = make_module()
-        with FakeTensorMode(allow_non_fake_inputs=True):
+        with FakeTensorMode(allow_non_fake_inputs=True), local_rows_only():  # this rank's rows: no collectives
             module.to_empty(device="cpu")
             with FlopCounterMode(display=False) as counter:
                 run(module)
