@@ -59,6 +59,24 @@ def open_parent_run(spec, base_config, uri: str) -> tuple[str, bool]:
     return run_id, resumed
 
 
+# A custom resource the sweep's local Ray instance holds max_concurrent_trials of, one per running trial. Tune's
+# own limit gates new trials only: a restored sweep starts every trial it resumes at once, and on a small machine
+# their drivers' CPUs then leave too few for any trial's workers (each waits, then fails to start).
+TRIAL_SLOT = "seq_jepa_trial_slot"
+
+
+def trial_resources(trial_cpus: float):
+    """The resources of one trial's driver: its CPUs, and a trial slot where the Ray instance has them (a local
+    instance the sweep started; a cluster joined has none, and its CPUs are assumed ample)."""
+    import ray
+    from ray import tune
+
+    bundle = {"CPU": trial_cpus}
+    if ray.cluster_resources().get(TRIAL_SLOT, 0) >= 1:
+        bundle[TRIAL_SLOT] = 1
+    return tune.PlacementGroupFactory([bundle])
+
+
 def build_tuner(spec, parent_run_id: str, uri: str):
     """A new Tuner, or the sweep's own one restored from its folder (resuming unfinished trials)."""
     from ray import tune
@@ -67,7 +85,7 @@ def build_tuner(spec, parent_run_id: str, uri: str):
 
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, spec=spec, parent_run_id=parent_run_id, tracking_uri=uri),
-        {"cpu": spec.resources.trial_cpus})
+        trial_resources(spec.resources.trial_cpus))
     if tune.Tuner.can_restore(str(spec.folder)):
         print(f"[seq-jepa sweep] resuming '{spec.name}' from {spec.folder}")
         return tune.Tuner.restore(str(spec.folder), trainable, resume_unfinished=True, resume_errored=True)
@@ -108,7 +126,7 @@ def _run(args: argparse.Namespace) -> int:
 
     base = resolve_paths(load_config(spec.base_config_path(), spec.fixed_overrides()))
     ensure_dataset(base)  # once, here: trials starting together must not race to write shards
-    connect_ray(base)
+    connect_ray(base, {TRIAL_SLOT: spec.max_concurrent_trials})
     check_resources(base, ray.cluster_resources().get("CPU", 0) - spec.resources.trial_cpus)
 
     uri = resolve_tracking_uri(base.tracking.tracking_uri)

@@ -41,7 +41,9 @@ def fashion_mnist_shards(tmp_path_factory) -> Path:
 def ray_local():
     import ray
 
-    ray.init(num_cpus=2, runtime_env={"env_vars": {"PYTHONPATH": str(PROJECT_ROOT)}})
+    # One trial slot, as a sweep's own local instance with max_concurrent_trials=1 has (sweeps/run.py).
+    ray.init(num_cpus=2, resources={"seq_jepa_trial_slot": 1},
+             runtime_env={"env_vars": {"PYTHONPATH": str(PROJECT_ROOT)}})
     yield ray
     ray.shutdown()
 

@@ -10,6 +10,7 @@ it closes its MLflow run.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -39,3 +40,32 @@ def test_restored_results_count_trials_that_reported_their_end_as_finished(ray_l
         by_config = {r.config["finishes"]: r for r in results}
         assert trial_finished(by_config[True])
         assert by_config[False].error is not None and not trial_finished(by_config[False])
+
+
+def test_a_restored_sweep_runs_the_trials_it_resumes_one_slot_at_a_time(ray_local, tmp_path):
+    """Tune's max_concurrent_trials gates new trials only: restored, every errored trial starts at once (on 2
+    CPUs their drivers then starve every trial's workers). The sweep's trial slot keeps them one at a time."""
+    from ray import tune
+
+    from sweeps.run import trial_resources
+
+    def fails_once_then_takes_a_second(config):
+        folder, i = Path(config["folder"]), config["i"]
+        if not (folder / f"{i}.failed").exists():
+            (folder / f"{i}.failed").touch()
+            raise RuntimeError("the first attempt fails, as a trial of an interrupted sweep")
+        start = time.time()
+        time.sleep(1)
+        (folder / f"{i}.span").write_text(f"{start} {time.time()}")
+        tune.report({"epoch": 0})
+
+    trainable = tune.with_resources(fails_once_then_takes_a_second, trial_resources(0.1))
+    space = {"i": tune.grid_search([0, 1, 2]), "folder": str(tmp_path)}
+    tune.Tuner(trainable, param_space=space, tune_config=tune.TuneConfig(max_concurrent_trials=1),
+               run_config=tune.RunConfig(name="slots", storage_path=str(tmp_path), verbose=0)).fit()
+    restored = tune.Tuner.restore(str(tmp_path / "slots"), trainable, resume_errored=True).fit()
+
+    assert not restored.errors
+    spans = sorted(tuple(map(float, p.read_text().split())) for p in tmp_path.glob("*.span"))
+    assert len(spans) == 3
+    assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:])), spans  # never two at once

@@ -93,8 +93,9 @@ def build_trainer(config: Config, tracking: dict | None = None, callbacks: list 
                         torch_config=TorchConfig(backend="nccl" if s.use_gpu else "gloo"))
 
 
-def connect_ray(config: Config) -> None:
-    """Join the cluster in `run.ray_address` / RAY_ADDRESS, or start a local instance (unless already up)."""
+def connect_ray(config: Config, local_resources: dict[str, float] | None = None) -> None:
+    """Join the cluster in `run.ray_address` / RAY_ADDRESS, or start a local instance (unless already up) with
+    `local_resources` (custom resources, e.g. the sweep's trial slots) besides its CPUs."""
     import ray
 
     # Ray Train's default waits forever for workers a cluster cannot place; give up after 2 minutes.
@@ -104,7 +105,7 @@ def connect_ray(config: Config) -> None:
     joining = config.run.ray_address or os.environ.get("RAY_ADDRESS")
     # A local instance started here gets the project on its workers' path, installed or not.
     project_root = str(Path(__file__).resolve().parents[1])
-    ray.init(address=config.run.ray_address,
+    ray.init(address=config.run.ray_address, resources=None if joining else local_resources,
              runtime_env=None if joining else {"env_vars": {"PYTHONPATH": project_root}})
 
 
