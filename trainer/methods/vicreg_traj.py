@@ -9,26 +9,19 @@ import torch
 from torch import nn
 
 from trainer.config import MethodConfig
-from trainer.methods.base import Method, MethodOutput, projector_widths
+from trainer.methods.base import MethodOutput
 from trainer.methods.gather import gather_rows
-from trainer.methods.heads import vicreg_projector
 from trainer.methods.losses import trajectory_term, vicreg_terms
+from trainer.methods.vicreg import VICReg
 
 
-class VICRegTraj(Method):
+class VICRegTraj(VICReg):
     name = "vicreg_traj"
     min_views = 3
-    paper_projector = (2048, 2048, 2048)
 
     def __init__(self, encoder: nn.Module, action_dim: int, cfg: MethodConfig, action_proj_dim: int = 128):
-        super().__init__()
-        self.encoder = encoder
-        self.projector = vicreg_projector(encoder.out_dim, projector_widths(cfg, self.paper_projector))
-        self.inv_coeff, self.var_coeff, self.cov_coeff = cfg.inv_coeff, cfg.var_coeff, cfg.cov_coeff
+        super().__init__(encoder, action_dim, cfg, action_proj_dim)
         self.traj_alpha = cfg.traj_alpha
-
-    def shard_units(self) -> list[nn.Module]:
-        return [self.projector]
 
     def forward(self, views: torch.Tensor, rel_actions: torch.Tensor,
                 abs_actions: Optional[torch.Tensor] = None) -> MethodOutput:
