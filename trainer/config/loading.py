@@ -155,17 +155,17 @@ def read_extended_mapping(path: Path, kind: str, holds: str, recipes: Path | Non
     """A YAML mapping whose optional top-level `extends:` names the file it starts from (a path relative to it,
     or with `recipes` a bare name there: `extends: default`); mappings merge key by key (but `atomic` keys whole),
     the child's values win."""
-    path = path.resolve()
-    if path in seen:
-        raise ConfigError(f"{kind} {path} extends itself (through {' -> '.join(map(str, seen))})")
-    tree = read_yaml_mapping(path, kind=kind, holds=holds)
+    if path.resolve() in seen:
+        raise ConfigError(f"{kind} {path.resolve()} extends itself (through {' -> '.join(map(str, seen))})")
+    tree = read_yaml_mapping(path, kind=kind, holds=holds)  # errors name the path as given
     parent = tree.pop("extends", None)
     if parent is None:
         return tree
     parent_path = Path(os.path.expanduser(str(parent)))
     if recipes is not None and parent_path.suffix not in (".yaml", ".yml"):
         parent_path = recipes / f"{parent}.yaml"
-    parent_tree = read_extended_mapping(path.parent / parent_path, kind, holds, recipes, atomic, (*seen, path))
+    parent_tree = read_extended_mapping(path.parent / parent_path, kind, holds, recipes, atomic,
+                                        (*seen, path.resolve()))
     return merge_mappings(parent_tree, tree, atomic)
 
 
