@@ -55,6 +55,13 @@ class Method(nn.Module, abc.ABC):
         self.require_views(views)
         return views[:, 0], views[:, 1], rel_actions[:, 0]
 
+    def encode_first_pair(self, views: torch.Tensor,
+                          rel_actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The online encoder's outputs for views 0 and 1, one call per view (BatchNorm statistics per view, as
+        the authors), and the action 0 -> 1."""
+        x1, x2, action = self.first_pair(views, rel_actions)
+        return self.encoder(x1), self.encoder(x2), action
+
     def require_views(self, views: torch.Tensor) -> None:
         if views.dim() != 5 or views.shape[1] < self.min_views:
             raise ValueError(f"{self.name} needs views of shape (B, V>={self.min_views}, C, H, W), "

@@ -36,8 +36,7 @@ class EquiMod(Method):
 
     def forward(self, views: torch.Tensor, rel_actions: torch.Tensor,
                 abs_actions: Optional[torch.Tensor] = None) -> MethodOutput:
-        x1, x2, action = self.first_pair(views, rel_actions)
-        z1, z2 = self.encoder(x1), self.encoder(x2)  # one call per view, as the authors
+        z1, z2, action = self.encode_first_pair(views, rel_actions)
         prediction = self.predictor(torch.cat([self.action_embedding(action), self.projector_equi(z1)], dim=1))
         inv1, inv2, prediction, equi2 = gather_rows(self.projector_inv(z1).float(), self.projector_inv(z2).float(),
                                                     prediction.float(), self.projector_equi(z2).float())

@@ -35,8 +35,7 @@ class SEN(Method):
 
     def forward(self, views: torch.Tensor, rel_actions: torch.Tensor,
                 abs_actions: Optional[torch.Tensor] = None) -> MethodOutput:
-        x1, x2, action = self.first_pair(views, rel_actions)
-        z1, z2 = self.encoder(x1), self.encoder(x2)  # one call per view, as the authors
+        z1, z2, action = self.encode_first_pair(views, rel_actions)
         y1, y2 = self.projector(z1), self.projector(z2)
         prediction = self.predictor(torch.cat([self.action_embedding(action), y1], dim=1))
         prediction, y2 = gather_rows(prediction.float(), y2.float())

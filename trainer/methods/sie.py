@@ -57,8 +57,7 @@ class SIE(Method):
 
     def forward(self, views: torch.Tensor, rel_actions: torch.Tensor,
                 abs_actions: Optional[torch.Tensor] = None) -> MethodOutput:
-        x1, x2, action = self.first_pair(views, rel_actions)
-        z1, z2 = self.encoder(x1), self.encoder(x2)  # one call per view, as the authors
+        z1, z2, action = self.encode_first_pair(views, rel_actions)
         inv1, equi1 = self._project(z1)
         inv2, equi2 = self._project(z2)
         prediction = self.predictor(equi1, action)

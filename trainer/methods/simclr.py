@@ -29,7 +29,6 @@ class SimCLR(Method):
 
     def forward(self, views: torch.Tensor, rel_actions: torch.Tensor,
                 abs_actions: Optional[torch.Tensor] = None) -> MethodOutput:
-        x1, x2, _ = self.first_pair(views, rel_actions)
-        z1, z2 = self.encoder(x1), self.encoder(x2)  # one call per view: BN statistics per view, as the authors
+        z1, z2, _ = self.encode_first_pair(views, rel_actions)
         y1, y2 = gather_rows(self.projector(z1).float(), self.projector(z2).float())
         return MethodOutput(nt_xent(y1, y2, self.temperature), z1, z2)
