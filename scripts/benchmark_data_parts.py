@@ -19,7 +19,7 @@ from data_pipeline.datasets import write_dataset
 from data_pipeline.storage import store_for
 from data_pipeline.stream import SkipCounter, read_raw_samples
 from trainer.config import load_config
-from trainer.data import build_frozen_view_loader, composer_options, eval_loader_workers, usable_cores
+from trainer.data import build_frozen_view_loader, composer_options, eval_loader_workers, gpu_loader_workers
 from trainer.evaluation.features import extract_features
 from trainer.methods import build_model
 from trainer.training.flops import gpu_peak, step_flops
@@ -117,7 +117,7 @@ def extraction_rates(name: str, config_file: Path | None, split: str, overrides:
     machine's cores up to 4; `eval.loader_workers`' default on a CPU is in-process), beside the training loader's
     composition with as many workers (read from the same split, M+1 views); with a `device`, `extract_features`
     end to end with the recipe's model."""
-    after = eval_loader_workers(load_config(config_file, overrides)) or min(4, usable_cores())
+    after = eval_loader_workers(load_config(config_file, overrides)) or gpu_loader_workers()
     rows = []
 
     def add(label: str, rate: float) -> None:

@@ -41,8 +41,10 @@ def fashion_mnist_shards(tmp_path_factory) -> Path:
 def ray_local():
     import ray
 
-    # One trial slot, as a sweep's own local instance with max_concurrent_trials=1 has (sweeps/run.py).
-    ray.init(num_cpus=2, resources={"seq_jepa_trial_slot": 1},
+    from sweeps.run import TRIAL_SLOT
+
+    # One trial slot, as a sweep's own local instance with max_concurrent_trials=1 has.
+    ray.init(num_cpus=2, resources={TRIAL_SLOT: 1},
              runtime_env={"env_vars": {"PYTHONPATH": str(PROJECT_ROOT)}})
     yield ray
     ray.shutdown()

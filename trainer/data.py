@@ -63,7 +63,12 @@ def eval_loader_workers(config: Config) -> int:
     extraction and the same cores, so rendering in this process is faster (measured: README, speed)."""
     if config.eval.loader_workers is not None:
         return config.eval.loader_workers
-    return min(4, usable_cores()) if torch.cuda.is_available() else 0
+    return gpu_loader_workers() if torch.cuda.is_available() else 0
+
+
+def gpu_loader_workers() -> int:
+    """The extraction's loader workers beside a GPU: the cores this process may use, up to 4."""
+    return min(4, usable_cores())
 
 
 def usable_cores() -> int:

@@ -155,8 +155,9 @@ def read_extended_mapping(path: Path, kind: str, holds: str, recipes: Path | Non
     """A YAML mapping whose optional top-level `extends:` names the file it starts from (a path relative to it,
     or with `recipes` a bare name there: `extends: default`); mappings merge key by key (but `atomic` keys whole),
     the child's values win."""
-    if path.resolve() in seen:
-        raise ConfigError(f"{kind} {path.resolve()} extends itself (through {' -> '.join(map(str, seen))})")
+    resolved = path.resolve()  # for finding cycles only
+    if resolved in seen:
+        raise ConfigError(f"{kind} {resolved} extends itself (through {' -> '.join(map(str, seen))})")
     tree = read_yaml_mapping(path, kind=kind, holds=holds)  # errors name the path as given
     parent = tree.pop("extends", None)
     if parent is None:
@@ -164,8 +165,7 @@ def read_extended_mapping(path: Path, kind: str, holds: str, recipes: Path | Non
     parent_path = Path(os.path.expanduser(str(parent)))
     if recipes is not None and parent_path.suffix not in (".yaml", ".yml"):
         parent_path = recipes / f"{parent}.yaml"
-    parent_tree = read_extended_mapping(path.parent / parent_path, kind, holds, recipes, atomic,
-                                        (*seen, path.resolve()))
+    parent_tree = read_extended_mapping(path.parent / parent_path, kind, holds, recipes, atomic, (*seen, resolved))
     return merge_mappings(parent_tree, tree, atomic)
 
 
