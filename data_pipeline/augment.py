@@ -3,15 +3,16 @@
 Per view we sample, with torchvision's semantics: a RandomResizedCrop box and a horizontal flip,
 ColorJitter factors applied in a random order (p = 0.8), grayscale, Gaussian blur and solarize,
 then render all views of a batch at once (`augment_ops`). Observation views and the target view
-use different probabilities (spec §2.3, §7.C7): blur 1.0 vs 0.1, solarize 0.0 vs 0.2.
+use different probabilities (docs/paper-and-original-code.md#cifar-100-dataset, #c7-target-view-augmentations-differ):
+blur 1.0 vs 0.1, solarize 0.0 vs 0.2.
 
-Raw action per view (spec §1.4), A = 9, or 8 without blur:
+Raw action per view (docs/paper-and-original-code.md#augmentation-actions), A = 9, or 8 without blur:
     [i, j, h, w, brightness, contrast, saturation, hue, sigma]
 i, j, h, w: crop box (top, left, height, width) in source pixels; jitter factors are 1, 1, 1, 0
 when jitter was not applied; sigma is 0 when blur was not applied. Flip, jitter order, grayscale
 and solarize are applied but not encoded, as in the original.
 
-Action normalisation (spec §7.C6):
+Action normalisation (docs/paper-and-original-code.md#c6-action-normalisation-across-views):
   * default ("fixed"): a per-coordinate map that depends on nothing but the view itself:
     box / source side, log of the three jitter factors, hue shift and sigma as they are. A view's
     action no longer depends on the other views or on V, and relative actions compose: the
@@ -52,7 +53,8 @@ def blur_kernel_size(image_size: int) -> int:
 
 @dataclass(frozen=True)
 class ObservationPipeline:
-    """Augmentation of the observed views; the defaults are the paper's (spec §2.3)."""
+    """Augmentation of the observed views; the defaults are the paper's
+    (docs/paper-and-original-code.md#cifar-100-dataset)."""
 
     scale: tuple[float, float] = (0.2, 1.0)  # crop area, fraction of the source area
     ratio: tuple[float, float] = (3 / 4, 4 / 3)  # crop aspect ratio w/h, sampled log-uniformly

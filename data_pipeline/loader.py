@@ -12,19 +12,19 @@ import os
 import sys
 import warnings
 from multiprocessing import forkserver
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 import torch
 from torch.utils.data import DataLoader
 
 from data_pipeline import sharding
-from data_pipeline.composers import ComposerOptions, composer_for
+from data_pipeline.datasets import composer_for, composer_modules
 from data_pipeline.errors import DataError
 from data_pipeline.position import StreamPosition, round_robin_position
 from data_pipeline.shards import WRITE_HINT, Manifest, check_shards_present, read_manifest, select_shards, shard_urls
 from data_pipeline.sources.base import Composer
 from data_pipeline.storage import S3Options
-from data_pipeline.stream import POSITION_KEY, SequenceStream, SkipCounter, worker_init
+from data_pipeline.stream import POSITION_KEY, SequenceStream, SkipCounter, StreamSpec, worker_init
 
 
 class SequenceLoader:
@@ -36,26 +36,24 @@ class SequenceLoader:
 
     A training loader's epoch restarts from its first batch on every iteration, unless `resume_from`
     gave it a position: then the next iteration continues from there (see `position`).
-    `worker_split` and `multiprocessing_context`: see `build_sequence_loader`.
+    Its settings are `spec` (see `build_sequence_loader`), each also readable as its own attribute
+    (`loader.num_workers`, `loader.composer`, ...).
     """
 
-    def __init__(self, shard_dir: str, manifest: Manifest, *, composer: Composer, num_views: int, batch_size: int,
-                 rank: int, world_size: int, num_workers: int, seed: int, train: bool, shuffle_buffer: int,
-                 s3: S3Options | None = None, resample_batches: int | None = None, worker_split: str = "shards",
-                 multiprocessing_context: str | None = None, pin_memory: bool = False):
-        self.shard_dir, self.manifest, self.s3, self.composer = shard_dir, manifest, s3, composer
-        self.pin_memory = pin_memory  # batches in page-locked memory: asynchronous copies to a GPU
-        self.resample_batches = resample_batches  # train only: draw shards with replacement, this many batches
-        self.paths = shard_urls(shard_dir, manifest)
+    def __init__(self, spec: StreamSpec, manifest: Manifest):
+        self.spec, self.manifest = spec, manifest
         self.counts = [s.num_samples for s in manifest.shards]
-        self.num_views, self.batch_size, self.rank, self.world_size = num_views, batch_size, rank, world_size
-        self.num_workers, self.seed = num_workers, seed
-        self.train, self.shuffle_buffer = train, shuffle_buffer
-        self.worker_split, self.multiprocessing_context = worker_split, multiprocessing_context
         self.epoch = 0
         self._position: StreamPosition | None = None  # after the last batch yielded (train)
         self._resume: StreamPosition | None = None  # where the next iteration starts, once
-        self._skips = SkipCounter(multiprocessing_context)
+        self._skips = SkipCounter(spec.multiprocessing_context)
+
+    def __getattr__(self, name: str):
+        """The StreamSpec's settings as the loader's attributes (only called for names the loader itself lacks)."""
+        spec = self.__dict__.get("spec")
+        if spec is not None and name in StreamSpec.__dataclass_fields__:
+            return getattr(spec, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def set_epoch(self, epoch: int) -> None:
         """Selects the epoch's shard order and random streams (train); val ignores it."""
@@ -69,41 +67,41 @@ class SequenceLoader:
         return self._skips.count
 
     def _order(self) -> list[int]:
-        return sharding.shard_order(len(self.paths), self.seed, self.epoch, shuffle=self.train)
+        return sharding.shard_order(len(self.spec.paths), self.spec.seed, self.epoch, shuffle=self.spec.train)
 
     def __len__(self) -> int:
         """Batches this rank yields this epoch: equal on all ranks for train (the minimum over ranks,
         so no rank waits in a collective for one that ran dry); this rank's exact count for val."""
-        if self.resample_batches is not None:
-            return self.resample_batches
+        s = self.spec
+        if s.resample_batches is not None:
+            return s.resample_batches
         order = self._order()
-        if not self.train:
-            workers = 0 if self.worker_split == "batches" else self.num_workers  # batches: as one reader's
-            return sharding.rank_batches(self.counts, order, self.rank, self.world_size, workers,
-                                         self.batch_size, drop_last=False)
-        return min(sharding.rank_batches(self.counts, order, r, self.world_size, self.num_workers,
-                                         self.batch_size, drop_last=True) for r in range(self.world_size))
+        if not s.train:
+            workers = 0 if s.worker_split == "batches" else s.num_workers  # batches: as one reader's
+            return sharding.rank_batches(self.counts, order, s.rank, s.world_size, workers,
+                                         s.batch_size, drop_last=False)
+        return min(sharding.rank_batches(self.counts, order, r, s.world_size, s.num_workers,
+                                         s.batch_size, drop_last=True) for r in range(s.world_size))
 
     def _dataloader(self, start: StreamPosition) -> DataLoader:
-        order = self._order()
-        readers = 0 if self.worker_split == "batches" else self.num_workers  # batches: each reads all the rank's
-        shards = [[self.paths[i] for i in w] for w in sharding.worker_shards(order, self.rank, self.world_size,
-                                                                               readers)]
-        if self.resample_batches is not None:
+        s, order = self.spec, self._order()
+        readers = 0 if s.worker_split == "batches" else s.num_workers  # batches: each reads all the rank's
+        shards = [[s.paths[i] for i in w] for w in sharding.worker_shards(order, s.rank, s.world_size, readers)]
+        if s.resample_batches is not None:
             shards = None
         # Val views depend on neither epoch nor attempt: every evaluation sees the same sequences.
-        keys = (self.seed, 1, self.epoch, start.attempt, self.rank) if self.train else (self.seed, 0, 0, 0, self.rank)
+        keys = (s.seed, 1, self.epoch, start.attempt, s.rank) if s.train else (s.seed, 0, 0, 0, s.rank)
         # Its own generator: a DataLoader otherwise draws its workers' base seed from the global torch RNG,
         # which the model's dropout also draws from, so a resumed epoch would shift the model's draws.
-        return DataLoader(SequenceStream(self, shards, keys, start), batch_size=None, num_workers=self.num_workers,
-                          persistent_workers=False, worker_init_fn=worker_init if self.num_workers else None,
-                          generator=torch.Generator().manual_seed(self.seed), pin_memory=self.pin_memory,
-                          multiprocessing_context=start_method(self.multiprocessing_context) if self.num_workers
-                          else None)
+        return DataLoader(SequenceStream(s, self._skips, shards, keys, start), batch_size=None,
+                          num_workers=s.num_workers,
+                          persistent_workers=False, worker_init_fn=worker_init if s.num_workers else None,
+                          generator=torch.Generator().manual_seed(s.seed), pin_memory=s.pin_memory,
+                          multiprocessing_context=start_method(s.multiprocessing_context) if s.num_workers else None)
 
     @property
     def readers(self) -> int:
-        return max(1, self.num_workers)
+        return max(1, self.spec.num_workers)
 
     @property
     def position(self) -> StreamPosition:
@@ -114,7 +112,7 @@ class SequenceLoader:
 
     def resume_from(self, position: StreamPosition) -> None:
         """Make the next pass over `position.epoch` continue after its `position.batches` batches."""
-        if not self.train:
+        if not self.spec.train:
             raise DataError("only a training loader resumes mid-epoch")
         if len(position.done_chunks) != self.readers:
             raise DataError(f"the position was taken with {len(position.done_chunks)} loader workers, this loader has "
@@ -126,16 +124,16 @@ class SequenceLoader:
         """The position after `batches` batches of `epoch` of this loader's layout, were none skipped as
         corrupt: where a run resumed with another layout (workers, loader workers) continues the epoch."""
         self.set_epoch(epoch)
-        if self.resample_batches is not None:
+        if self.spec.resample_batches is not None:
             per_worker = [None] * self.readers
         else:
-            per_worker = [sharding.worker_batches(self.counts, shards, self.batch_size, drop_last=True)
-                          for shards in sharding.worker_shards(self._order(), self.rank, self.world_size,
-                                                               self.num_workers)]
+            per_worker = [sharding.worker_batches(self.counts, shards, self.spec.batch_size, drop_last=True)
+                          for shards in sharding.worker_shards(self._order(), self.spec.rank, self.spec.world_size,
+                                                               self.spec.num_workers)]
         return round_robin_position(epoch, batches, per_worker)
 
     def __iter__(self) -> Iterator[dict]:
-        if not self.train:
+        if not self.spec.train:
             for batch in self._dataloader(StreamPosition.start(0, self.readers)):
                 batch.pop(POSITION_KEY)
                 if batch:  # an empty marker: every sample of the batch was corrupt (worker_split="batches")
@@ -154,11 +152,12 @@ class SequenceLoader:
                 if position.batches == target:
                     return
             if position.batches == before and fresh_pass:
-                raise DataError(f"rank {self.rank} read no valid sample from its shards in {self.shard_dir}; "
-                                f"{WRITE_HINT}")
+                raise DataError(f"rank {self.spec.rank} read no valid sample from its shards in "
+                                f"{self.spec.shard_dir}; {WRITE_HINT}")
             # Only skipped corrupt samples make a rank run short; re-reading keeps all ranks in step.
-            warnings.warn(f"rank {self.rank} is {target - position.batches} batches short after skipping corrupt "
-                          "samples; reading its shards again to keep ranks in step", RuntimeWarning, stacklevel=2)
+            warnings.warn(f"rank {self.spec.rank} is {target - position.batches} batches short after skipping "
+                          "corrupt samples; reading its shards again to keep ranks in step", RuntimeWarning,
+                          stacklevel=2)
             position = StreamPosition(self.epoch, position.attempt + 1, position.batches, (0,) * self.readers, 0)
             self._position = position
 
@@ -183,17 +182,17 @@ class SequenceLoader:
         value = self.manifest.dataset_info[key]
         values = [float(v) for v in value] if isinstance(value, (list, tuple)) else [float(value)] * self.channels
         if len(values) != self.channels:
-            raise DataError(f"{self.shard_dir}: dataset_info.{key} has {len(values)} values for "
+            raise DataError(f"{self.spec.shard_dir}: dataset_info.{key} has {len(values)} values for "
                             f"{self.channels} channels")
         return values
 
     @property
     def action_dim(self) -> int:
-        return self.composer.action_dim
+        return self.spec.composer.action_dim
 
     @property
     def action_groups(self) -> dict[str, list[int]]:
-        return {k: list(v) for k, v in self.composer.action_groups.items()}
+        return {k: list(v) for k, v in self.spec.composer.action_groups.items()}
 
 
 def start_method(name: str | None):
@@ -212,7 +211,9 @@ def _ensure_forkserver(context) -> None:
     children inherit ITS environment (the one at its start). Python < 3.13 starts it without this process's
     sys.path, so a script that put the project on sys.path would have its workers import another copy, or none:
     the path goes along in PYTHONPATH."""
-    context.set_forkserver_preload(["data_pipeline"])  # no effect once the server runs
+    # What a worker imports anyway: the stream, torch, and the modules of the registry's composers (it unpickles
+    # one). The package loads its names lazily: preloading only it would import none of them.
+    context.set_forkserver_preload(["data_pipeline.loader", *composer_modules()])  # no effect once the server runs
     previous = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(path or os.getcwd() for path in sys.path)
     try:
@@ -224,7 +225,7 @@ def _ensure_forkserver(context) -> None:
             os.environ["PYTHONPATH"] = previous
 
 
-def build_sequence_loader(shard_dir: str, *, composer: Composer | ComposerOptions | Callable[[Manifest], Composer],
+def build_sequence_loader(shard_dir: str, *, composer: Composer | Callable[[Manifest], Composer] | Mapping | object,
                           num_views: int,
                           batch_size: int, rank: int, world_size: int, num_workers: int, seed: int, train: bool,
                           shuffle_buffer: int = 1000, s3: S3Options | None = None,
@@ -233,8 +234,9 @@ def build_sequence_loader(shard_dir: str, *, composer: Composer | ComposerOption
                           pin_memory: bool = False) -> SequenceLoader:
     """A SequenceLoader for one rank over the shard set in shard_dir (a path, file:// or s3:// URL).
 
-    `composer` turns the set's samples into sequences (`data_pipeline.sources`): a Composer, the
-    `ComposerOptions` for the dataset the manifest names (`composer_for`), or a function of the manifest.
+    `composer` turns the set's samples into sequences (`data_pipeline.sources`): a Composer, a function of the
+    manifest, or the load-time options of the dataset the manifest names (`composer_for`: its options dataclass, or
+    values by name, e.g. the trainer's `data.*` values, of which the dataset takes those its options declare).
     `resample_batches` (train only): instead of splitting the shards among ranks and workers for one
     pass, every worker draws shards with replacement (seeded per rank, worker and epoch) and the
     rank yields exactly this many batches per epoch: any number of nodes, any number of shards.
@@ -266,10 +268,8 @@ def build_sequence_loader(shard_dir: str, *, composer: Composer | ComposerOption
     manifest = read_manifest(shard_dir, s3)
     if shard_pattern is not None:
         manifest = select_shards(manifest, shard_pattern, shard_dir)
-    if isinstance(composer, ComposerOptions):
-        composer = composer_for(manifest, composer)
-    elif not hasattr(composer, "compose"):
-        composer = composer(manifest)
+    if not hasattr(composer, "compose"):
+        composer = composer(manifest) if callable(composer) else composer_for(manifest, composer)
     check_shards_present(shard_dir, manifest, s3)  # here, not later inside a DataLoader worker's traceback
     shard_readers = 1 if worker_split == "batches" else max(1, num_workers)  # per rank
     readers = world_size * shard_readers
@@ -278,11 +278,11 @@ def build_sequence_loader(shard_dir: str, *, composer: Composer | ComposerOption
         raise DataError(f"{shard_dir} has {len(manifest.shards)} shards but {world_size} ranks x {shard_readers} "
                         f"loader workers need at least {readers}; rewrite the shards with a smaller samples_per_shard "
                         f"(now up to {largest}) or use fewer loader workers")
-    loader = SequenceLoader(shard_dir, manifest, composer=composer, num_views=num_views, batch_size=batch_size,
-                            rank=rank, world_size=world_size, num_workers=num_workers, seed=seed, train=train,
-                            shuffle_buffer=shuffle_buffer, s3=s3, resample_batches=resample_batches,
-                            worker_split=worker_split, multiprocessing_context=multiprocessing_context,
-                            pin_memory=pin_memory)
+    spec = StreamSpec(shard_dir, tuple(shard_urls(shard_dir, manifest)), composer, num_views=num_views,
+                      batch_size=batch_size, rank=rank, world_size=world_size, num_workers=num_workers, seed=seed,
+                      train=train, shuffle_buffer=shuffle_buffer, s3=s3, resample_batches=resample_batches,
+                      worker_split=worker_split, multiprocessing_context=multiprocessing_context, pin_memory=pin_memory)
+    loader = SequenceLoader(spec, manifest)
     if train and len(loader) == 0:
         raise DataError(f"{shard_dir}: some rank's loader workers hold fewer than batch_size={batch_size} samples "
                         "each, so training would take no step; lower the batch size or the loader workers")

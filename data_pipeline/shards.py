@@ -23,7 +23,7 @@ import webdataset as wds
 from tqdm import tqdm
 
 from data_pipeline import storage
-from data_pipeline.errors import DataError
+from data_pipeline.errors import DataError, NotFound
 from data_pipeline.sources.base import DATASET_INFO_KEYS, encode_label, encode_png
 from data_pipeline.storage import S3Options
 
@@ -75,8 +75,8 @@ def read_manifest(shard_dir: str | os.PathLike, s3: S3Options | None = None) -> 
     where = storage.join(shard_dir, MANIFEST) if storage.is_remote(shard_dir) else local_dir(shard_dir) / MANIFEST
     try:
         doc = json.loads(storage.store_for(shard_dir, s3).read_bytes(str(where)))
-    except storage.NotFound:
-        raise DataError(f"no shard set at {os.fspath(shard_dir)} ({MANIFEST} is missing); {WRITE_HINT}") from None
+    except NotFound:  # still a NotFound: a caller may add how to write the set, unlike to a denied read
+        raise NotFound(f"no shard set at {os.fspath(shard_dir)} ({MANIFEST} is missing); {WRITE_HINT}") from None
     except (OSError, ValueError) as err:
         raise DataError(f"cannot read {where}: {err}; {WRITE_HINT}") from None
     return _parse_manifest(doc, where)

@@ -21,11 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from data_pipeline.errors import DataError
-
-
-class NotFound(DataError):
-    """The object or file does not exist (its bucket or folder does)."""
+from data_pipeline.errors import DataError, NotFound
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """What each DataLoader worker runs: read its shards, shuffle (train), batch, render the views.
 
-`SequenceLoader` (loader.py) builds one `SequenceStream` per epoch; the batches carry where they came
-from (`POSITION_KEY`: worker, chunk) so the loader can track its position for an exact resume.
+`SequenceLoader` (loader.py) builds one `SequenceStream` per epoch from its `StreamSpec` (the loader's settings,
+frozen) and that epoch's plan; the batches carry where they came from (`POSITION_KEY`: worker, chunk) so the
+loader can track its position for an exact resume. This module knows nothing of the loader.
 """
 
 from __future__ import annotations
@@ -11,21 +12,42 @@ import itertools
 import multiprocessing
 import random
 import warnings
-from typing import TYPE_CHECKING, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Iterable, Iterator
 
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from data_pipeline import sharding, storage
-from data_pipeline.errors import DataError
+from data_pipeline.errors import DataError, NotFound
 from data_pipeline.position import StreamPosition
 from data_pipeline.shards import WRITE_HINT
 from data_pipeline.sources.base import Composer
-from data_pipeline.storage import NotFound
+from data_pipeline.storage import S3Options
 
-if TYPE_CHECKING:
-    from data_pipeline.loader import SequenceLoader
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """One rank's loader settings, fixed when it is built (`build_sequence_loader` documents each); what every
+    epoch's `SequenceStream` reads them from, pickled into the DataLoader workers with it."""
+
+    shard_dir: str
+    paths: tuple[str, ...]  # every shard of the set (or of the selected shards), manifest order
+    composer: Composer
+    num_views: int
+    batch_size: int
+    rank: int
+    world_size: int
+    num_workers: int
+    seed: int
+    train: bool
+    shuffle_buffer: int = 1000
+    s3: S3Options | None = None
+    resample_batches: int | None = None
+    worker_split: str = "shards"
+    multiprocessing_context: str | None = None
+    pin_memory: bool = False
 
 
 class SkipCounter:
@@ -155,17 +177,13 @@ class SequenceStream(IterableDataset):
     With `worker_split="batches"` (see `_every_nth_batch`) the workers share the batches, not the shards.
     """
 
-    def __init__(self, loader: "SequenceLoader", shards_per_worker: list[list[str]] | None,
+    def __init__(self, spec: StreamSpec, skips: SkipCounter, shards_per_worker: list[list[str]] | None,
                  seed_keys: tuple[int, ...], start: StreamPosition):
+        self.spec, self.skips = spec, skips  # skips: counts the corrupt samples of all the loader's streams
         self.shards_per_worker = shards_per_worker  # None: every worker draws shards with replacement, forever
-        self.all_paths, self.shard_dir = loader.paths, loader.shard_dir
         self.seed_keys = seed_keys  # (seed, train, epoch, attempt, rank): with the worker id, fixes all randomness
         self.start = start
-        self.composer, self.num_views = loader.composer, loader.num_views
-        self.batch_size, self.train, self.shuffle_buffer = loader.batch_size, loader.train, loader.shuffle_buffer
-        self.skips = loader._skips
-        self.s3 = loader.s3
-        self.split_batches = loader.worker_split == "batches"
+        self.split_batches = spec.worker_split == "batches"
 
     def __iter__(self) -> Iterator[dict]:
         worker = get_worker_info()
@@ -177,16 +195,16 @@ class SequenceStream(IterableDataset):
         barren_limit = None
         if self.shards_per_worker is None:  # resampling: the loader stops this stream after its epoch's batches
             draw = random.Random(sharding.derive_seed(*self.seed_keys, wid, sharding.SHARD_ORDER))
-            paths = (self.all_paths[draw.randrange(len(self.all_paths))] for _ in itertools.count())
-            barren_limit = 3 * len(self.all_paths)
+            paths = (self.spec.paths[draw.randrange(len(self.spec.paths))] for _ in itertools.count())
+            barren_limit = 3 * len(self.spec.paths)
         else:
             paths = self.shards_per_worker[wid]
-        records = read_samples(paths, storage.store_for(self.shard_dir, self.s3), self.composer, self.skips,
-                                barren_limit)
-        if self.train:
+        records = read_samples(paths, storage.store_for(self.spec.shard_dir, self.spec.s3), self.spec.composer,
+                               self.skips, barren_limit)
+        if self.spec.train:
             rng = random.Random(sharding.derive_seed(*self.seed_keys, wid, sharding.SHUFFLE))
-            records = _shuffled(records, self.shuffle_buffer, rng)
-        for chunk_index, chunk in enumerate(_batched(records, self.batch_size, drop_last=self.train)):
+            records = _shuffled(records, self.spec.shuffle_buffer, rng)
+        for chunk_index, chunk in enumerate(_batched(records, self.spec.batch_size, drop_last=self.spec.train)):
             if chunk_index < self.start.done_chunks[wid]:
                 continue  # done before the resume: read (to keep the shuffle in step) but not rendered
             # One generator per chunk: a chunk's views do not depend on whether earlier chunks were rendered.
@@ -205,13 +223,13 @@ class SequenceStream(IterableDataset):
         number of workers (0 included). Reading is replicated (a few % of a batch's cost: decoding and rendering
         dominate); a corrupt sample leaves its batch smaller instead of shifting the later ones. A batch whose
         every sample is corrupt is an empty marker, so that the turn stays in step; the loader drops it."""
-        store = storage.store_for(self.shard_dir, self.s3)
+        store = storage.store_for(self.spec.shard_dir, self.spec.s3)
         tar_skips = self.skips if wid == 0 else _NOT_COUNTED  # every worker meets a broken tar: one counts it
         raw = (item for path in self.shards_per_worker[0] for item in read_raw_samples(path, store, tar_skips))
-        for chunk_index, chunk in enumerate(_batched(raw, self.batch_size, drop_last=False)):
+        for chunk_index, chunk in enumerate(_batched(raw, self.spec.batch_size, drop_last=False)):
             if chunk_index % readers != wid:
                 continue
-            decoded = [(key, decode_or_skip(self.composer, sample, self.skips)) for key, sample in chunk]
+            decoded = [(key, decode_or_skip(self.spec.composer, sample, self.skips)) for key, sample in chunk]
             decoded = [(key, record) for key, record in decoded if record is not None]
             generator = torch.Generator().manual_seed(
                 sharding.derive_seed(*self.seed_keys, 0, sharding.VIEWS, chunk_index))
@@ -224,19 +242,20 @@ class SequenceStream(IterableDataset):
         counted, and the batch is composed from the others (None if none is left)."""
         state = generator.get_state()
         try:
-            return self._with_keys(self.composer.compose([r for _, r in chunk], self.num_views, generator), chunk)
+            batch = self.spec.composer.compose([r for _, r in chunk], self.spec.num_views, generator)
+            return self._with_keys(batch, chunk)
         except Exception:  # noqa: BLE001 - find the culprits one by one, then go on without them
             generator.set_state(state)
         good = []
         for index, (key, record) in enumerate(chunk):
             try:
-                self.composer.compose([record], self.num_views, torch.Generator().manual_seed(index))
+                self.spec.composer.compose([record], self.spec.num_views, torch.Generator().manual_seed(index))
                 good.append((key, record))
             except Exception as err:  # noqa: BLE001
-                self.skips.skip(f"sample {key} ({type(self.composer).__name__}.compose)", err)
+                self.skips.skip(f"sample {key} ({type(self.spec.composer).__name__}.compose)", err)
         if not good:
             return None
-        return self._with_keys(self.composer.compose([r for _, r in good], self.num_views, generator), good)
+        return self._with_keys(self.spec.composer.compose([r for _, r in good], self.spec.num_views, generator), good)
 
     @staticmethod
     def _with_keys(batch: dict, chunk: list) -> dict:

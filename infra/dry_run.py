@@ -1,8 +1,8 @@
 """Cluster dry run: the real training job on a two-node Ray cluster, shards in S3, MLflow over HTTP.
 
-    python infra/dry_run.py                  # about 1.5 minutes on 2 CPU cores
-    python infra/dry_run.py --keep           # keep the folder with every log and the MLflow database
-    python infra/dry_run.py train.epochs=2   # extra training overrides
+    python -m infra.dry_run                  # about 1.5 minutes on 2 CPU cores
+    python -m infra.dry_run --keep           # keep the folder with every log and the MLflow database
+    python -m infra.dry_run train.epochs=2   # extra training overrides
 
 The closest thing to a multi-node GPU cluster that runs on one CPU machine, with the commands a cluster
 runs: `ray start --head` and `ray start --address=HEAD` (two Ray nodes of one CPU each, so the two
@@ -11,7 +11,7 @@ gateway, as in the tests) holding Fashion-MNIST shards and receiving the checkpo
 reached over HTTP, and
 `ray job submit --working-dir . -- python trainer/run.py ...`. Then it checks what a cluster run must
 leave behind: the job succeeded, its workers ran on two nodes (Ray's state API), the MLflow server holds
-the run and its probe metrics, and the checkpoint is in the bucket. tests/test_cluster_dry_run.py runs it.
+the run and its probe metrics, and the checkpoint is in the bucket. tests/integration/test_cluster_dry_run.py runs it.
 """
 
 from __future__ import annotations
@@ -34,16 +34,14 @@ import urllib.request
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-if str(PROJECT_ROOT) not in sys.path:  # run as a script: make data_pipeline and tests.object_store importable
-    sys.path.insert(0, str(PROJECT_ROOT))
 
-# The smallest sensible job (the sizes of tests/conftest.py's tiny_overrides): the point is the plumbing.
+# The smallest sensible job (the sizes of tests/helpers/runs.py's tiny_overrides): the point is the plumbing.
 SMALL_JOB = ["data.prepare=false", "data.batch_size=32", "data.val_batch_size=64", "data.loader_workers=0",
              "data.shuffle_buffer=100", "model.encoder=convnet", "model.conv_width=8", "model.seq_len=2",
-             "model.action_proj_dim=16", "model.num_layers=1", "model.pred_hidden=64", "probe.hidden=32",
+             "model.action_proj_dim=16", "seq_jepa.num_layers=1", "seq_jepa.pred_hidden=64", "probe.hidden=32",
              "probe.val_batches=2", "train.epochs=1", "train.steps_per_epoch=3", "train.log_every_steps=1",
              "tracking.log_model=false", "scaling.num_workers=2", "scaling.cpus_per_worker=1"]
-PROBE_METRICS = ("train/loss", "inv/acc_agg", "inv/acc_enc", "equi/r2_enc", "equi/r2_agg", "val/loss")
+PROBE_METRICS = ("train/loss", "val/inv/acc_agg", "val/inv/acc_enc", "val/equi/r2_enc", "val/equi/r2_agg", "val/loss")
 BUCKET = "seq-jepa-dry-run"
 
 
@@ -138,9 +136,9 @@ def _stop(process: subprocess.Popen, sig: int) -> None:
 
 
 def start_s3(stack: Stack, work: Path, env: dict) -> str:
-    """SeaweedFS's S3 gateway, started as the tests start it (tests/object_store.py), the environment's key as
+    """SeaweedFS's S3 gateway, started as the tests start it (tests/helpers/object_store.py), the environment's key as
     its admin key; its data and log go to `work`/seaweedfs."""
-    from tests.object_store import Key, SeaweedFS, unavailable_reason
+    from tests.helpers.object_store import Key, SeaweedFS, unavailable_reason
 
     reason = unavailable_reason()
     if reason is not None:

@@ -23,8 +23,6 @@ import torch
 from torch import nn
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-if str(PROJECT_ROOT) not in sys.path:  # run as a script: make the project importable
-    sys.path.insert(0, str(PROJECT_ROOT))
 
 FP32 = 4  # bytes
 GiB = 2**30
@@ -41,7 +39,7 @@ class PublishedEncoder(nn.Module):
 
 def recipe_model(recipe: str, action_dim: int, num_classes: int, channels: int = 3):
     from trainer.config import DEFAULT_CONFIG_PATH, load_config
-    from trainer.methods import build_model
+    from trainer.methods.build import build_model
 
     config = load_config(DEFAULT_CONFIG_PATH.parent / f"{recipe}.yaml")
     return build_model(config, action_dim, channels), config, num_classes
@@ -50,13 +48,12 @@ def recipe_model(recipe: str, action_dim: int, num_classes: int, channels: int =
 def published_model(params: int, out_dim: int, blocks: int, recipe: str, action_dim: int, num_classes: int):
     """seq-JEPA with the recipe's head sizes around an encoder of a published size, on the meta device."""
     from trainer.config import DEFAULT_CONFIG_PATH, load_config
-    from trainer.methods import SeqJEPA
+    from trainer.methods.seq_jepa import SeqJEPA
 
-    m = load_config(DEFAULT_CONFIG_PATH.parent / f"{recipe}.yaml").model
+    config = load_config(DEFAULT_CONFIG_PATH.parent / f"{recipe}.yaml")
     with torch.device("meta"):
-        return SeqJEPA(PublishedEncoder(params, out_dim, blocks), action_dim, action_cond=m.action_cond,
-                       action_proj_dim=m.action_proj_dim, num_heads=m.num_heads, num_layers=m.num_layers,
-                       mlp_ratio=m.mlp_ratio, pred_hidden=m.pred_hidden), None, num_classes
+        return SeqJEPA(PublishedEncoder(params, out_dim, blocks), action_dim, config.method,
+                       config.model.action_proj_dim), None, num_classes
 
 
 def count(module: nn.Module | None) -> int:

@@ -1,10 +1,10 @@
 """Sequences per second the data pipeline delivers, against a naive per-file loader and the trainer's appetite.
 
-    python scripts/benchmark_data.py                     # every part (~12 min on 2 cores)
-    python scripts/benchmark_data.py --only loader       # the shard loader: local and S3, 0/1/2 loader workers
-    python scripts/benchmark_data.py --only datasets     # one loader process per paper dataset's composition
-    python scripts/benchmark_data.py --only extraction   # offline feature extraction against the training loader
-    python scripts/benchmark_data.py --objects 100       # a smaller 3DIEBench-like set
+    python -m scripts.benchmark_data                     # every part (~12 min on 2 cores)
+    python -m scripts.benchmark_data --only loader       # the shard loader: local and S3, 0/1/2 loader workers
+    python -m scripts.benchmark_data --only datasets     # one loader process per paper dataset's composition
+    python -m scripts.benchmark_data --only extraction   # offline feature extraction against the training loader
+    python -m scripts.benchmark_data --objects 100       # a smaller 3DIEBench-like set
 
 `loader`: two shard sets, M = 3 (4 views per sequence):
 * `fashion-mnist`: the embedded default (28 px sources rendered to 32 px views);
@@ -33,26 +33,23 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
+from PIL import Image
 
-import benchmark_data_parts as parts  # noqa: E402
-import numpy as np  # noqa: E402
-import synthetic_datasets as synth  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from data_pipeline import S3Options, build_sequence_loader, prepare_fashion_mnist_shards, upload_shard_set  # noqa: E402
-from data_pipeline.datasets import write_dataset  # noqa: E402
-from data_pipeline.sources.affine import AffineComposer  # noqa: E402
-from data_pipeline.sources.threedie import ThreeDIEComposer  # noqa: E402
-from data_pipeline.transforms import ActionSpace  # noqa: E402
-from tests.object_store import Key, SeaweedFS, create_bucket, unavailable_reason  # noqa: E402
-from trainer.training.flops import describe_cpu  # noqa: E402
+from data_pipeline import S3Options, build_sequence_loader, prepare_fashion_mnist_shards, upload_shard_set
+from data_pipeline.prepare import write_dataset
+from data_pipeline.sources.affine import AffineComposer
+from data_pipeline.sources.threedie import ThreeDIEComposer
+from data_pipeline.transforms import ActionSpace
+from scripts import benchmark_data_parts as parts
+from scripts import synthetic_datasets as synth
+from tests.helpers.object_store import Key, SeaweedFS, create_bucket, unavailable_reason
+from trainer.training.flops import describe_cpu
 
 NUM_VIEWS, BATCH, SIDE = 4, 64, 128
 VIEWS_PER_OBJECT = synth.VIEWS_PER_OBJECT
@@ -101,7 +98,8 @@ def training_appetite(steps: int = 6) -> float:
 
 
 def start_s3(folder: Path) -> SeaweedFS:
-    """SeaweedFS's S3 gateway on 127.0.0.1, as the tests start it (tests/object_store.py), with a throwaway key."""
+    """SeaweedFS's S3 gateway on 127.0.0.1, as the tests start it (tests/helpers/object_store.py), with a throwaway
+    key."""
     reason = unavailable_reason()
     if reason is not None:
         raise SystemExit(f"benchmark_data: the S3 part needs SeaweedFS: {reason}")

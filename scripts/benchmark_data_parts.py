@@ -11,17 +11,17 @@ import itertools
 import time
 from pathlib import Path
 
-import synthetic_datasets as synth
 import torch
 
 from data_pipeline import build_sequence_loader, prepare_fashion_mnist_shards
-from data_pipeline.datasets import write_dataset
+from data_pipeline.prepare import write_dataset
 from data_pipeline.storage import store_for
 from data_pipeline.stream import SkipCounter, read_raw_samples
+from scripts import synthetic_datasets as synth
 from trainer.config import load_config
 from trainer.data import build_frozen_view_loader, composer_options, eval_loader_workers, gpu_loader_workers
 from trainer.evaluation.features import extract_features
-from trainer.methods import build_model
+from trainer.methods.build import build_model
 from trainer.training.flops import gpu_peak, step_flops
 from trainer.training.precision import resolve_precision
 

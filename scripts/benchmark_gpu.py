@@ -3,12 +3,12 @@
     python scripts/benchmark_gpu.py          # on a CUDA machine: the table (~2 minutes on an H100)
     python scripts/benchmark_gpu.py --cpu    # the same code on the CPU at tiny batches (what runs without a GPU)
 
-Settings (spec §3.1, §8.2): CIFAR-100 (ResNet-18 with the CIFAR stem, 32 px, M=3, batch 256) and 3DIEBench
-(standard stem, 128 px, M=3, batch 512, or the largest that fits, halving on out-of-memory), each in fp32
-(convolutions in TF32, PyTorch's default) and bf16 autocast, with and without `train.channels_last`. The step
-is `trainer.training.step.train_step` (forward, backward, AdamW, EMA update, online probes) on
-`synthetic_batch`: pure compute, no data loading. FLOPs per step: `trainer.training.flops.step_flops`, counted
-once; the peak: `peak_flops` (the datasheet table for known GPUs, else a measured matmul/convolution peak).
+Settings (docs/paper-and-original-code.md#hyper-parameters-by-source, #flops): CIFAR-100 (ResNet-18 with the CIFAR stem,
+32 px, M=3, batch 256) and 3DIEBench (standard stem, 128 px, M=3, batch 512, or the largest that fits, halving on
+out-of-memory), each in fp32 (convolutions in TF32, PyTorch's default) and bf16 autocast, with and without
+`train.channels_last`. The step is `trainer.training.step.train_step` (forward, backward, AdamW, EMA update, online
+probes) on `synthetic_batch`: pure compute, no data loading. FLOPs per step: `trainer.training.flops.step_flops`,
+counted once; the peak: `peak_flops` (the datasheet table for known GPUs, else a measured matmul/convolution peak).
 Without CUDA the script says what it skipped and runs the same code on the CPU, so that it is checked everywhere.
 """
 
@@ -18,16 +18,13 @@ import argparse
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from trainer.config import Config  # noqa: E402
-from trainer.training.flops import describe_cpu, peak_flops, step_flops  # noqa: E402
-from trainer.training.setup import build_train_state  # noqa: E402
-from trainer.training.step import synthetic_batch, train_step  # noqa: E402
+from trainer.config import Config
+from trainer.training.flops import describe_cpu, peak_flops, step_flops
+from trainer.training.setup import build_train_state
+from trainer.training.step import synthetic_batch, train_step
 
 
 @dataclass(frozen=True)

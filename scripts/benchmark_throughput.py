@@ -21,18 +21,14 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from trainer.config import load_config  # noqa: E402
-from trainer.training.flops import describe_cpu  # noqa: E402
-from trainer.training.precision import cpu_has_native_bf16, resolve_precision  # noqa: E402
+from trainer.config import load_config
+from trainer.training.flops import describe_cpu
+from trainer.training.precision import cpu_has_native_bf16, resolve_precision
 
 CPUS = os.cpu_count() or 1  # every setting gets the whole machine, split evenly between its workers
 

@@ -6,7 +6,7 @@
 #      then the offline evaluation of its checkpoint (feature extraction with loader workers);
 #   3. the throughput table: sequences/s, TFLOP/s and MFU of the trainer's step (scripts/benchmark_gpu.py);
 #   4. the offline extraction on the GPU, in-process against eval.loader_workers, beside the training loader
-#      (scripts/benchmark_data.py --only extraction --device cuda).
+#      (python -m scripts.benchmark_data --only extraction --device cuda).
 #
 #   bash scripts/gpu_check.sh            # from anywhere; logs and the table under $GPU_CHECK_OUT (a temp folder)
 #
@@ -71,7 +71,7 @@ else
     step evaluate-gpu 60 "$PY" -m trainer.evaluate "$OUT/runs/gpu-check" --no-log eval.train_samples=4096 \
         eval.val_samples=2048 eval.epochs=5 eval.loader_workers=4 data.cache_dir="$OUT/cache"
     step throughput 120 "$PY" scripts/benchmark_gpu.py
-    step extraction 120 "$PY" scripts/benchmark_data.py --only extraction --device cuda --objects 128
+    step extraction 120 "$PY" -m scripts.benchmark_data --only extraction --device cuda --objects 128
 fi
 echo
 echo "logs: $OUT"

@@ -5,7 +5,7 @@
 Starts a local Ray instance, trains the reference run (no faults), then the same config again while
 killing a random Ray Train worker process (SIGKILL, by pid) at `--cycles` points spread over the run;
 Ray Train restores the group from the latest checkpoint each time (`run.max_failures`). Compares the
-two runs from what each step trained on (`train.sample_log`) and from their final checkpoints, and prints
+two runs from what each step trained on (`debug.sample_log`) and from their final checkpoints, and prints
 
     lost samples: 0, duplicated samples: 0, final weights equal: yes
 """
@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def parse_args() -> argparse.Namespace:
@@ -41,11 +40,11 @@ def parse_args() -> argparse.Namespace:
 def overrides(args, work: Path, shards: Path, name: str) -> list[str]:
     return [f"data.shards={shards}", "data.prepare=false", "data.batch_size=32", "data.val_batch_size=64",
             "data.loader_workers=2", "data.shuffle_buffer=100", "model.encoder=convnet", "model.conv_width=8",
-            "model.seq_len=2", "model.action_proj_dim=16", "model.num_layers=1", "model.pred_hidden=64",
+            "model.seq_len=2", "model.action_proj_dim=16", "seq_jepa.num_layers=1", "seq_jepa.pred_hidden=64",
             "probe.hidden=32", "probe.val_batches=2", f"train.epochs={args.epochs}",
             f"train.steps_per_epoch={args.steps_per_epoch}", "train.log_every_steps=1",
             f"train.checkpoint_every_steps={args.checkpoint_every_steps}",
-            f"train.sample_log={work / 'samples' / name}",
+            f"debug.sample_log={work / 'samples' / name}",
             f"run.storage_path={work / 'runs'}", f"run.name={name}", f"run.max_failures={args.cycles + 2}",
             f"tracking.tracking_uri=sqlite:///{work / 'mlflow.db'}", "tracking.log_model=false"]
 

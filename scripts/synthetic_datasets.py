@@ -3,7 +3,7 @@
 Why synthetic: the benchmarks time reading, decoding and rendering, which depend on the formats, sizes and
 how compressible the images are, not on what they show. Images are smooth colour fields with mild noise, so
 that PNG/JPEG sizes and decode times resemble photographs' rather than pure noise's or flat colours'.
-The formats are those the sources read (tests/test_source_*.py write the same by hand):
+The formats are those the sources read (tests/helpers/raw_datasets.py and the source tests write the same by hand):
 
 * CIFAR-100: `cifar-100-python/{meta,train,test}` pickles, `data` uint8 (N, 3072) R, G, B planes.
 * Tiny-ImageNet: `tiny-imagenet-200/` wnids.txt, words.txt, train/<wnid>/images/*.JPEG, val/images + annotations.

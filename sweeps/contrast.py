@@ -2,7 +2,8 @@
 untrained encoder, side by side with their ratios (the paper's Table 1 rows "seq-JEPA" vs "w/o action cond.").
 
 A setting is one value of every swept key but the variant; the variants are told apart by their tag (a sweep's
-`variants`: `actions`, `no_actions`, `untrained`), or else by `model.action_cond` and the untrained tag. The
+`variants`: `actions`, `no_actions`, `untrained`), or else by `seq_jepa.action_cond` (`model.action_cond` in runs
+logged before version 0.2) and the untrained tag. The
 claims checked (issue "fidelity on a laptop"): rotation R² from encoder pairs with actions at least twice the
 no-action model's; z_AGG top-1 with actions at least the no-action model's, both above the floor, rising with
 M_val; rotation R² of single-view z_AGGs (leakage) well below the encoder pair's.
@@ -14,14 +15,20 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from sweeps.report import Run
+from sweeps.runs import Run
+from trainer import metric_names as names
+from trainer.config.legacy import OLD_NAMES
+from trainer.methods.catalog import SEQ_JEPA_FAMILY
 from trainer.tracking import UNTRAINED_TAG, VARIANT_TAG
 
 VARIANTS = ("actions", "no_actions", "untrained")
-# What tells the variants apart (and a seed, averaged over): not part of a setting.
-CONTRASTED_KEYS = ("model.action_cond", "optim.lr", "train.epochs", "train.steps_per_epoch", "train.seed")
-ROTATION = "eval/equi/r2_enc/rotation"
-LEAKAGE = "eval/equi/r2_agg/rotation"
+ACTION_COND = "seq_jepa.action_cond"
+# What tells the variants apart (and a seed, averaged over): not part of a setting. The action conditioning under
+# its old name too, for a caller that passes the keys of old runs as logged.
+CONTRASTED_KEYS = (ACTION_COND, OLD_NAMES[ACTION_COND], "optim.lr", "train.epochs", "train.steps_per_epoch",
+                   "train.seed")
+ROTATION = names.per_group(names.EVAL_R2_ENC, "rotation")
+LEAKAGE = names.per_group(names.EVAL_R2_AGG, "rotation")  # single-view z_AGGs should forget the rotation
 
 
 def variant_of(run: Run) -> str | None:
@@ -30,23 +37,18 @@ def variant_of(run: Run) -> str | None:
         return run.tags[VARIANT_TAG]
     if run.tags.get(UNTRAINED_TAG) == "true":
         return "untrained"
-    if run.params.get("model.method", "seq_jepa") != "seq_jepa":
+    if run.entry is None or run.entry.family != SEQ_JEPA_FAMILY:
         return None
-    return "no_actions" if run.params.get("model.action_cond") == "False" else "actions"
+    return "no_actions" if run.action_cond is False else "actions"
 
 
 def setting_of(run: Run, keys: list[str]) -> str:
-    return " ".join(f"{k.split('.')[-1]}={run.params.get(k)}" for k in keys) or "all runs"
+    return " ".join(f"{k.split('.')[-1]}={run.param(k)}" for k in keys) or "all runs"
 
 
 def _mean(runs: list[Run], read) -> float | None:
     values = [v for v in (read(r) for r in runs) if v is not None]
     return statistics.fmean(values) if values else None
-
-
-def _top1(run: Run, m_val: int | None = None) -> float | None:
-    acc = run.acc_by_mval()
-    return acc.get(m_val if m_val is not None else run.seq_len)
 
 
 def contrast_rows(runs: list[Run], keys: list[str]) -> list[dict]:
@@ -60,11 +62,11 @@ def contrast_rows(runs: list[Run], keys: list[str]) -> list[dict]:
         row = {"setting": setting}
         for variant in VARIANTS:
             group = by_variant.get(variant, [])
-            row[f"rot/{variant}"] = _mean(group, lambda r: r.metrics.get(ROTATION))
-            row[f"top1/{variant}"] = _mean(group, _top1)
-            row[f"top1_m1/{variant}"] = _mean(group, lambda r: _top1(r, 1))
-            row[f"top1_max/{variant}"] = _mean(group, lambda r: _top1(r, max(r.acc_by_mval(), default=None)))
-            row[f"leak/{variant}"] = _mean(group, lambda r: r.metrics.get(LEAKAGE))
+            row[f"rot/{variant}"] = _mean(group, lambda r: r.metric(ROTATION))
+            row[f"top1/{variant}"] = _mean(group, lambda r: r.top1())
+            row[f"top1_m1/{variant}"] = _mean(group, lambda r: r.top1(1))
+            row[f"top1_max/{variant}"] = _mean(group, lambda r: r.top1(max(r.acc_by_mval(), default=None)))
+            row[f"leak/{variant}"] = _mean(group, lambda r: r.metric(LEAKAGE))
         row["rot_ratio"] = _ratio(row["rot/actions"], row["rot/no_actions"])
         rows.append(row)
     return rows

@@ -7,10 +7,12 @@
 Figures (PNG, in --out and, for a sweep, attached to its parent run under `report/`):
   heatmap_acc_mtr_mval.png  z_AGG top-1 for each M_tr (columns, `model.seq_len`) and M_val (rows,
                             `eval/inv/acc_agg/M{k}`), one panel per setting of the other swept keys
-  inv_equi_scatter.png      invariance (z_AGG top-1 at M_val = M_tr) against equivariance (R² of the
-                            relative transformation from encoder pairs), one labelled point per run
+  inv_equi_scatter.png      invariance (top-1 at M_val = M_tr: z_AGG's, the encoder's for a method without
+                            an aggregate; sweeps/runs.py) against equivariance (R² of the relative
+                            transformation from encoder pairs), one labelled point per run
   acc_vs_mval.png           z_AGG top-1 against M_val, one line per run
-and `trials.md`, the table of every run's settings and metrics. Runs of several methods (`model.method`)
+and `trials.md`, the table of every run's settings and metrics. Runs logged before version 0.2 are read under
+their old param and metric names (sweeps/runs.py). Runs of several methods (`model.method`)
 add the paper's Table 1 (`table1.md`) and its invariance-equivariance scatter, one point per method
 (`table1_scatter.png`; sweeps/table1.py); runs with and without action conditioning add the contrast table
 (`contrast.md`; sweeps/contrast.py).
@@ -20,126 +22,37 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the project importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from sweeps.contrast import CONTRASTED_KEYS, write_contrast
+from sweeps.plot import pyplot
+from sweeps.runs import SEQ_LEN, Run, child_runs, current_name, experiment_runs, find_sweep
+from sweeps.table1 import table1_rows, write_table1
+from trainer import metric_names as names
 
-from trainer.redact import redact_text  # noqa: E402 - after the sys.path fix above
-
-MVAL_METRIC = re.compile(r"^eval/inv/acc_agg/M(\d+)$")
-SEQ_LEN = "model.seq_len"
-# Equivariance, most telling first: rotation is what an untrained encoder cannot read (design.md).
-R2_KEYS = ("eval/equi/r2_enc/rotation", "eval/equi/r2_enc", "equi/r2_enc/rotation", "equi/r2_enc")
-
-
-@dataclass
-class Run:
-    run_id: str
-    name: str
-    status: str
-    params: dict[str, str]
-    metrics: dict[str, float]
-    label: str  # the swept values, e.g. "seq_len=3 action_cond=True"
-    tags: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def seq_len(self) -> int | None:
-        value = self.params.get(SEQ_LEN)
-        return int(value) if value is not None else None
-
-    def acc_by_mval(self) -> dict[int, float]:
-        found = ((MVAL_METRIC.match(k), v) for k, v in self.metrics.items())
-        return dict(sorted((int(m.group(1)), v) for m, v in found if m))
-
-    def accuracy(self) -> tuple[str, float] | None:
-        """z_AGG top-1 at M_val = M_tr (the paper's diagonal), else the online probe's."""
-        key = f"eval/inv/acc_agg/M{self.seq_len}"
-        if key in self.metrics:
-            return key, self.metrics[key]
-        return ("inv/acc_agg", self.metrics["inv/acc_agg"]) if "inv/acc_agg" in self.metrics else None
-
-    def equivariance(self) -> tuple[str, float] | None:
-        return next(((k, self.metrics[k]) for k in R2_KEYS if k in self.metrics), None)
-
-
-# ---------------------------------------------------------------------------------------------
-# Runs out of MLflow.
-
-
-def _to_run(mlflow_run) -> Run:
-    from trainer.tracking import PARAMS_TAG
-
-    tags = mlflow_run.data.tags
-    name = tags.get("mlflow.runName", mlflow_run.info.run_id)
-    return Run(mlflow_run.info.run_id, name, mlflow_run.info.status, dict(mlflow_run.data.params),
-               dict(mlflow_run.data.metrics), tags.get(PARAMS_TAG) or name, dict(tags))
-
-
-def _search(uri: str, experiment_ids: list[str], filter_string: str) -> list:
-    from mlflow.tracking import MlflowClient
-
-    client, runs, token = MlflowClient(uri), [], None
-    while True:
-        page = client.search_runs(experiment_ids, filter_string, max_results=500, page_token=token,
-                                  order_by=["attributes.start_time ASC"])
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
-
-
-def child_runs(uri: str, parent_run_id: str) -> list[Run]:
-    """A sweep's trials: the runs nested under its parent run."""
-    from mlflow.tracking import MlflowClient
-
-    experiment_id = MlflowClient(uri).get_run(parent_run_id).info.experiment_id
-    return [_to_run(r) for r in _search(uri, [experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'")]
-
-
-def experiment_runs(uri: str, experiment: str) -> list[Run]:
-    """Every training run of an experiment (sweep parent runs left out)."""
-    from mlflow.tracking import MlflowClient
-
-    found = MlflowClient(uri).get_experiment_by_name(experiment)
-    if found is None:
-        raise LookupError(f"no MLflow experiment named '{experiment}' at {redact_text(uri)}")
-    return [_to_run(r) for r in _search(uri, [found.experiment_id], "") if SEQ_LEN in r.data.params]
-
-
-def find_sweep(uri: str, experiment: str, name: str) -> str:
-    from mlflow.tracking import MlflowClient
-
-    from trainer.tracking import ROLE_TAG, SWEEP_TAG
-
-    found = MlflowClient(uri).get_experiment_by_name(experiment)
-    runs = [] if found is None else _search(uri, [found.experiment_id],
-                                            f"tags.`{SWEEP_TAG}` = '{name}' and tags.`{ROLE_TAG}` = 'sweep'")
-    if not runs:
-        raise LookupError(f"no sweep named '{name}' in MLflow experiment '{experiment}' at {redact_text(uri)}")
-    return runs[-1].info.run_id
-
+# The table's metric columns: the online probes' (last evaluated epoch), then the offline ones.
+ONLINE_COLUMNS = (names.VAL_ACC_AGG, names.VAL_R2_ENC)
+EVAL_R2_ROTATION = names.per_group(names.EVAL_R2_ENC, "rotation")
 
 # ---------------------------------------------------------------------------------------------
 # The table and the figures.
 
 
 def varying_keys(runs: list[Run], candidates: list[str] | None = None) -> list[str]:
-    """Config keys whose value differs between runs (the swept ones, if given, first)."""
-    keys = list(candidates or [])
-    everything = sorted({k for r in runs for k in r.params}, key=lambda k: (k != SEQ_LEN, k))  # M_tr first
+    """Config keys whose value differs between runs (the swept ones, if given, first), by their current names:
+    an old run's `model.action_cond` and a new one's `seq_jepa.action_cond` are one key."""
+    keys = list(dict.fromkeys(current_name(k) for k in candidates or []))
+    everything = sorted({current_name(k) for r in runs for k in r.params}, key=lambda k: (k != SEQ_LEN, k))  # M_tr
     keys += [k for k in everything if k not in keys and not k.startswith(("run.", "tracking.", "eval."))
-             and len({r.params.get(k) for r in runs}) > 1]
+             and len({r.param(k) for r in runs}) > 1]
     return keys
 
 
 def markdown_table(runs: list[Run], keys: list[str]) -> str:
     mvals = sorted({m for r in runs for m in r.acc_by_mval()})
-    head = ["run", *(k.split(".")[-1] for k in keys), "status", "inv/acc_agg", "equi/r2_enc",
+    head = ["run", *(k.split(".")[-1] for k in keys), "status", *ONLINE_COLUMNS,
             *(f"acc M_val={m}" for m in mvals), "eval r2_enc", "eval r2_enc/rotation"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
@@ -148,21 +61,12 @@ def markdown_table(runs: list[Run], keys: list[str]) -> str:
 
     for r in runs:
         acc = r.acc_by_mval()
-        cells = [r.name, *(r.params.get(k, "–") for k in keys), r.status,
-                 fmt(r.metrics.get("inv/acc_agg"), 1), fmt(r.metrics.get("equi/r2_enc"), 3),
-                 *(fmt(acc.get(m), 1) for m in mvals), fmt(r.metrics.get("eval/equi/r2_enc"), 3),
-                 fmt(r.metrics.get("eval/equi/r2_enc/rotation"), 3)]
+        cells = [r.name, *(r.param(k, "–") for k in keys), r.status,
+                 fmt(r.metric(names.VAL_ACC_AGG), 1), fmt(r.metric(names.VAL_R2_ENC), 3),
+                 *(fmt(acc.get(m), 1) for m in mvals), fmt(r.metric(names.EVAL_R2_ENC), 3),
+                 fmt(r.metric(EVAL_R2_ROTATION), 3)]
         lines.append("| " + " | ".join(map(str, cells)) + " |")
     return "\n".join(lines)
-
-
-def pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display on a cluster node
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def heatmap(runs: list[Run], keys: list[str], path: Path) -> Path | None:
@@ -173,7 +77,7 @@ def heatmap(runs: list[Run], keys: list[str], path: Path) -> Path | None:
         if r.seq_len is None:
             continue
         for mval, acc in r.acc_by_mval().items():
-            cells[tuple(r.params.get(k) for k in others)][(mval, r.seq_len)].append(acc)
+            cells[tuple(r.param(k) for k in others)][(mval, r.seq_len)].append(acc)
     if not cells:
         return None
     plt = pyplot()
@@ -207,12 +111,12 @@ def heatmap(runs: list[Run], keys: list[str], path: Path) -> Path | None:
 def _styles(runs: list[Run], keys: list[str]) -> dict[str, dict]:
     """Run id -> matplotlib style: colour by the first varying key's value, line/marker by the second's."""
     plt = pyplot()
-    values = [sorted({r.params.get(k) for r in runs}, key=_natural) for k in keys[:2]]
+    values = [sorted({r.param(k) for r in runs}, key=_natural) for k in keys[:2]]
     colours = plt.get_cmap("viridis" if keys and len(values[0]) > 2 else "tab10")
     styles = {}
     for r in runs:
-        first = values[0].index(r.params.get(keys[0])) if keys else 0
-        second = values[1].index(r.params.get(keys[1])) if len(keys) > 1 else 0
+        first = values[0].index(r.param(keys[0])) if keys else 0
+        second = values[1].index(r.param(keys[1])) if len(keys) > 1 else 0
         shade = first / max(len(values[0]) - 1, 1) * 0.9 if keys and len(values[0]) > 2 else first
         styles[r.run_id] = {"color": colours(shade), "linestyle": ("-", "--", ":", "-.")[second % 4],
                             "marker": ("o", "s", "^", "D")[second % 4]}
@@ -224,6 +128,12 @@ def _natural(value: str | None):
         return (0, float(value), "")
     except (TypeError, ValueError):
         return (1, 0.0, str(value))
+
+
+def _top1_source(key: str) -> str:
+    if names.EVAL_ACC_AGG_M.match(key):
+        return "z_AGG, M_val = M_tr"
+    return "encoder" if key == names.EVAL_ACC_ENC else "online"
 
 
 def scatter(runs: list[Run], keys: list[str], path: Path) -> Path | None:
@@ -242,7 +152,8 @@ def scatter(runs: list[Run], keys: list[str], path: Path) -> Path | None:
         ax.annotate(short, (r2, acc), textcoords="offset points", xytext=(6, 3 if i % 2 else -9), fontsize=7)
     keys_title = ", ".join(part.split("=", 1)[0] for part in points[0][0].label.split() if "=" in part)
     ax.set_xlabel(f"equivariance: R² ({points[0][2][0]})")
-    ax.set_ylabel(f"invariance: top-1 % ({'z_AGG, M_val = M_tr' if points[0][1][0].startswith('eval') else 'online'})")
+    sources = sorted({_top1_source(acc[0]) for _, acc, _ in points})
+    ax.set_ylabel(f"invariance: top-1 % ({'; '.join(sources)})")
     ax.set_title("Invariance vs equivariance, one point per run" + (f"\n(labels: {keys_title})" if keys_title
                                                                     else ""), fontsize=10)
     ax.grid(alpha=0.3)
@@ -279,12 +190,8 @@ def make_report(runs: list[Run], out: Path, uri: str | None = None, parent_run_i
     made = [p for p in (heatmap(runs, keys, out / "heatmap_acc_mtr_mval.png"),
                         scatter(runs, keys, out / "inv_equi_scatter.png"),
                         curves(runs, keys, out / "acc_vs_mval.png")) if p is not None]
-    if len({r.params.get("model.method", "seq_jepa") for r in runs}) > 1:
-        from sweeps.table1 import table1_rows, write_table1
-
+    if len({r.method for r in runs}) > 1:
         made += write_table1(table1_rows(runs), out)
-    from sweeps.contrast import CONTRASTED_KEYS, write_contrast
-
     made += write_contrast(runs, [k for k in keys if k not in CONTRASTED_KEYS], out)
     if uri and parent_run_id:
         from trainer.tracking import MetricsLogger

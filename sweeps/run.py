@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the project importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def tune_search_space(spec) -> dict:
     from ray import tune
@@ -118,6 +115,7 @@ def _run(args: argparse.Namespace) -> int:
     import ray
 
     from sweeps import report
+    from sweeps.runs import child_runs
     from sweeps.trial import trial_finished
     from trainer.config import load_config
     from trainer.launch import check_resources, connect_ray, ensure_dataset, resolve_paths
@@ -138,7 +136,7 @@ def _run(args: argparse.Namespace) -> int:
     except BaseException:
         finish_run(uri, parent_run_id, "FAILED")
         raise
-    runs = report.child_runs(uri, parent_run_id)
+    runs = child_runs(uri, parent_run_id)
     print(report.markdown_table(runs, list(spec.search_space)))
     # Interrupted (Ctrl-C, a lost driver): Tune saved its state and the same command resumes. A trial
     # whose last result does not say it finished was stopped midway, whatever status Tune gave it.

@@ -35,16 +35,24 @@ from typing import Any
 
 import yaml
 
-from trainer.config import DEFAULT_CONFIG_PATH, Config, build_dataclass, load_config, read_extended_mapping, set_nested
+from trainer.config import (
+    DEFAULT_CONFIG_PATH,
+    build_dataclass,
+    config_sections,
+    load_config,
+    read_extended_mapping,
+    set_nested,
+)
 from trainer.errors import ConfigError
+from trainer.metric_names import current_name
 
 DOMAINS = ("grid", "choice", "uniform", "loguniform", "randint")
 VARIANT = "variant"  # the trial parameter naming a trial's variant (sweep key `variants`)
 SCHEDULERS = ("fifo", "asha")
-# Metrics the trainer reports while it trains (per epoch): the only ones ASHA can stop trials on.
-ONLINE_METRIC_PREFIXES = ("train/", "inv/", "equi/", "val/")
+# Metrics the trainer reports while it trains (per epoch; trainer/metric_names.py): the only ones ASHA can stop
+# trials on.
+ONLINE_METRIC_PREFIXES = ("train/", "val/")
 RECIPES_DIR = DEFAULT_CONFIG_PATH.parent  # trainer/configs: `base.config: cifar100` names a file there
-CONFIG_SECTIONS = tuple(f.name for f in dataclasses.fields(Config))
 
 
 @dataclass
@@ -223,6 +231,9 @@ def spec_from_tree(tree: dict, source: str = "") -> SweepSpec:
 
 def _check(spec: SweepSpec) -> None:
     s, r = spec.scheduler, spec.resources
+    if spec.metric is not None and current_name(spec.metric) is not None:
+        raise ConfigError(f"sweep key 'metric': {spec.metric!r} is now named {current_name(spec.metric)!r} "
+                          "(trainer/metric_names.py); no trial reports the old name")
     if s.name not in SCHEDULERS:
         raise ConfigError(f"sweep key 'scheduler.name' must be one of {', '.join(SCHEDULERS)}, got {s.name!r}")
     if s.name == "asha":
@@ -266,7 +277,7 @@ def check_against_config(spec: SweepSpec) -> None:
                 raise ConfigError(f"search_space.{key} value {value!r}: {err}") from None
     if spec.evaluate.enabled:
         from trainer.config import config_from_dict, to_dict
-        from trainer.evaluate import OVERRIDABLE
+        from trainer.evaluation.offline import OVERRIDABLE
 
         config_from_dict(to_dict(base), spec.evaluate.overrides, allowed_sections=OVERRIDABLE)
 
@@ -284,7 +295,7 @@ def load_sweep(path: str | Path, overrides: list[str] = ()) -> SweepSpec:
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"override '{text}' is not key=value")
-        if key.split(".")[0] in CONFIG_SECTIONS:
+        if key.split(".")[0] in config_sections():
             base = tree.setdefault("base", {}) or {}
             tree["base"] = {**base, "overrides": [*(base.get("overrides") or []), f"{key}={raw}"]}
             continue

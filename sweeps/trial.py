@@ -48,7 +48,7 @@ def evaluate_trial(config_tree: dict, overrides: list[str], threads: int) -> dic
     """Offline probes on the trial's latest checkpoint, logged to its MLflow run; the metrics."""
     import torch
 
-    from trainer.evaluate import OVERRIDABLE, evaluate, log_to_mlflow
+    from trainer.evaluation.offline import OVERRIDABLE, evaluate, log_to_mlflow
 
     torch.set_num_threads(threads)
     config = config_from_dict(config_tree, overrides, allowed_sections=OVERRIDABLE)

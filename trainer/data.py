@@ -9,14 +9,8 @@ from typing import Iterable, Iterator
 
 import torch
 
-from data_pipeline import ActionSpace, ComposerOptions, S3Options, SequenceLoader, build_sequence_loader
+from data_pipeline import S3Options, SequenceLoader, build_sequence_loader, load_option_names
 from trainer.config import Config
-
-
-def action_space(config: Config) -> ActionSpace:
-    d = config.data
-    return ActionSpace(rotation_deg=d.rotation_deg, scale_min=d.scale_min, scale_max=d.scale_max,
-                       translate=d.translate, brightness=d.brightness, contrast=d.contrast)
 
 
 def s3_options(config: Config) -> S3Options:
@@ -94,16 +88,11 @@ def _loader(config: Config, split: str, num_views: int, batch: int, rank: int, w
         resample_batches=resample_batches, shard_pattern=shard_pattern, **options)
 
 
-def composer_options(config: Config) -> ComposerOptions:
-    """The `data.*` options that turn a shard set's samples into sequences (data_pipeline picks the composer)."""
-    d = config.data
-    announced = tuple(d.announced_actions) if d.announced_actions is not None else None
-    return ComposerOptions(action_space=action_space(config), announced_actions=announced, image_size=d.image_size,
-                           blur=d.blur,
-                           legacy_action_norm=d.legacy_action_norm, latent_type=d.latent_type,
-                           canonical_quaternions=d.canonical_quaternions, fovea_size=d.fovea_size,
-                           use_saliency=d.use_saliency, inhibition_of_return=d.inhibition_of_return,
-                           legacy_patch_transpose=d.legacy_patch_transpose, crop_size=d.crop_size)
+def composer_options(config: Config) -> dict:
+    """The `data.*` values that turn a shard set's samples into sequences: every load-time option of the dataset
+    registry, by name (its options dataclasses' fields are `data.*` keys); data_pipeline picks the composer of the
+    dataset the shards hold and the values its options declare (`data_pipeline.composer_for`)."""
+    return {name: getattr(config.data, name) for name in load_option_names()}
 
 
 def normalisation(loader: SequenceLoader, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

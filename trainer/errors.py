@@ -18,11 +18,15 @@ class TrackingError(RuntimeError):
     """The MLflow tracking server cannot be reached when a run starts."""
 
 
+class TrainingDiverged(FloatingPointError):
+    """The training loss became NaN or infinite: names the step; nothing of it was checkpointed."""
+
+
 def exit_code_of(run: Callable[[], int]) -> int:
     """`run()`'s exit code; a bad config or bad data (the user's to fix) is one `error:` line and exit code 2."""
     from data_pipeline import DataError
 
-    user_errors = (ConfigError, DataError, CheckpointError, TrackingError)
+    user_errors = (ConfigError, DataError, CheckpointError, TrackingError, TrainingDiverged)
     try:
         return run()
     except user_errors as err:

@@ -1,4 +1,5 @@
-"""Offline evaluation of a trained seq-JEPA: probes on the frozen model, logged to its MLflow run (spec §4).
+"""Offline evaluation of a trained seq-JEPA: probes on the frozen model, logged to its MLflow run
+(docs/paper-and-original-code.md#evaluation-protocol).
 
     python -m trainer.evaluate ~/seq-jepa/runs/NAME                   # a run folder (its latest checkpoint)
     python -m trainer.evaluate ~/seq-jepa/runs/NAME/checkpoint_...    # one checkpoint
@@ -24,10 +25,6 @@ import argparse
 import re
 import sys
 import time
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script: make the project importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainer.checkpointing import source
 from trainer.evaluation.offline import OVERRIDABLE, evaluate, load_checkpoint_config, log_to_mlflow, s3_of_overrides
@@ -67,7 +64,8 @@ def print_metrics(metrics: dict[str, float]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Probe a trained seq-JEPA checkpoint (spec §4).",
+    parser = argparse.ArgumentParser(description="Probe a trained seq-JEPA checkpoint "
+                                                 "(docs/paper-and-original-code.md#evaluation-protocol).",
                                      epilog="Overrides: dotted eval.*, data.* or tracking.* key=value pairs.")
     parser.add_argument("checkpoint", nargs="?",
                         help="a run folder (its latest checkpoint) or a checkpoint folder, local or s3://")

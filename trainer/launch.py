@@ -13,7 +13,7 @@ from pathlib import Path
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from data_pipeline import DataError, S3Options, prepare_shards, read_manifest
+from data_pipeline import DataError, NotFound, S3Options, prepare_shards, read_manifest
 from trainer.config import Config, to_dict
 from trainer.data import resolve_shards, s3_options
 from trainer.errors import CheckpointError, ConfigError, describe
@@ -43,9 +43,10 @@ def ensure_dataset(config: Config) -> None:
     for split in (d.train_split, "val"):
         try:
             manifest = read_manifest(f"{d.shards}/{split}", s3)
-        except DataError as err:
-            raise DataError(f"{err} (data.shards={d.shards}; write shards with `python -m data_pipeline write "
-                            f"{d.dataset} --out DIR` or set data.prepare=true)") from None
+        except DataError as err:  # how to write shards helps only where there are none (not a denied read)
+            fix = (f"; write shards with `python -m data_pipeline write {d.dataset} --out DIR` or set "
+                   "data.prepare=true") if isinstance(err, NotFound) else ""
+            raise DataError(f"{err} (data.shards={d.shards}{fix})") from None
         if manifest.dataset != d.dataset:
             raise DataError(f"data.dataset={d.dataset} but the shards at {d.shards}/{split} hold {manifest.dataset}; "
                             f"set data.dataset={manifest.dataset} or point data.shards at {d.dataset} shards")

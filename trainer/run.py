@@ -15,7 +15,11 @@ import argparse
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the project importable
+# The project's one sys.path bootstrap: `python trainer/run.py` must run from a checkout that was not pip-installed.
+# Every other entry point runs from an installed project (`pip install -e .`, the image), as a module from the
+# repository root (`python -m trainer.evaluate`, `python -m infra.dry_run`), or under Ray's `--working-dir`, which
+# puts the working directory on PYTHONPATH.
+if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from trainer.config import Config, flatten, to_dict
+from trainer.config import Config, params_of, to_dict
 from trainer.errors import ConfigError, TrackingError, describe
 from trainer.redact import redact_text, redact_tree, redact_value
 
@@ -133,7 +133,7 @@ def start_or_resume_run(config: Config, uri: str, tags: dict[str, str] | None = 
     run_id, resumed = open_run(uri, config.tracking.experiment, config.run.name, run_tags)
     if resumed:
         return run_id, True
-    log_params(uri, run_id, flatten(to_dict(config)))
+    log_params(uri, run_id, params_of(config))
     log_text(uri, run_id, "config.yaml", yaml.safe_dump(redact_tree(to_dict(config)), sort_keys=False))
     return run_id, False
 

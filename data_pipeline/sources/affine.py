@@ -20,6 +20,7 @@ from data_pipeline.sources.base import decode_image, decode_label
 from data_pipeline.transforms import (
     ACTION_DIM,
     ACTION_GROUPS,
+    CANVAS_MARGIN,
     ActionSpace,
     absolute_actions,
     path_actions,
@@ -94,3 +95,13 @@ class AffineComposer:
                 "rel_actions": relative_actions(params, self.space)[..., keep],
                 "path_actions": path_actions(params, self.space)[..., keep],
                 "label": torch.tensor([label for _, label in records], dtype=torch.int64)}
+
+
+def build_composer(manifest, options) -> AffineComposer:
+    """The composer of an image + label shard set (Fashion-MNIST, MNIST, ...) set up from its load-time options
+    (`datasets.AffineOptions`: the transformations' ranges, the announced groups, the views' side)."""
+    space = ActionSpace(rotation_deg=options.rotation_deg, scale_min=options.scale_min, scale_max=options.scale_max,
+                        translate=options.translate, brightness=options.brightness, contrast=options.contrast)
+    info = manifest.dataset_info
+    size = options.image_size or max(info["height"], info["width"]) + CANVAS_MARGIN
+    return AffineComposer.for_shards(space, size, manifest, options.announced_actions)

@@ -1,4 +1,5 @@
-"""Load time for the augmentation-conditioned sources (CIFAR-100, Tiny-ImageNet; spec §1.4, §2.3, §2.4).
+"""Load time for the augmentation-conditioned sources (CIFAR-100, Tiny-ImageNet;
+docs/paper-and-original-code.md#augmentation-actions, #cifar-100-dataset, #tiny-imagenet-dataset).
 
 A shard sample (`image.png` RGB, `label.cls`) decodes to an `ImageRecord`; a list of records
 composes into a batch of augmented sequences through `augment.compose_batch`: V-1 observation
@@ -40,7 +41,8 @@ class AugmentationComposer:
     observation: ObservationPipeline = ObservationPipeline()
     target: TargetPipeline = TargetPipeline()
     blur: bool = True  # False: no blur op and no sigma coordinate (the original's --no-blur), A = 8
-    legacy_view_norm: bool = False  # True: the original's L2 normalisation over the view axis (spec §7.C6)
+    legacy_view_norm: bool = False  # True: the original's L2 normalisation over the view axis
+    # (docs/paper-and-original-code.md#c6-action-normalisation-across-views)
     image_size: int | None = None  # side S of the views; None: the source side
     source_size: tuple[int, int] | None = None  # expected (height, width) of decoded images; None: any
     num_classes: int | None = None  # labels must lie in 0..num_classes-1; None: any non-negative int
@@ -108,3 +110,10 @@ class AugmentationComposer:
         return augment.compose_batch(images, labels, num_views=num_views, generator=generator,
                                      out_size=self.image_size, observation=self.observation, target=self.target,
                                      blur=self.blur, legacy_view_norm=self.legacy_view_norm)
+
+
+def build_composer(manifest, options) -> AugmentationComposer:
+    """The composer of a CIFAR-100 or Tiny-ImageNet shard set, from its load-time options
+    (`datasets.AugmentationOptions`), checking samples against the set's manifest."""
+    return AugmentationComposer.for_dataset(manifest.dataset_info, blur=options.blur,
+                                            legacy_view_norm=options.legacy_action_norm, image_size=options.image_size)

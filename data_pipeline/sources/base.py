@@ -10,18 +10,19 @@ Write time (raw files -> shards):
   manifest; `dataset_info` holds at least DATASET_INFO_KEYS (num_classes, class_names, channels,
   height, width, mean, std; mean/std per channel, on [0, 1] intensities).
 
-Load time (shards -> batches), in DataLoader worker processes:
+Load time (shards -> batches): `build_composer(manifest, options) -> Composer` sets one up from the
+dataset's load-time options (its dataclass in `data_pipeline/datasets.py`); then, in DataLoader worker processes:
 
     composer.decode(sample)                          # dict of field bytes -> a record; raises on corrupt data
     composer.compose(records, num_views, generator)  # list of records -> the batch contract below
 
-The batch contract (design.md): `views` uint8 (B, V, C, S, S), the last view the prediction target;
-`actions` float32 (B, V, A) absolute per view; `rel_actions` float32 (B, V-1, A), index j the action
+The batch contract (docs/paper-and-original-code.md#batch-contract): `views` uint8 (B, V, C, S, S), the last view the
+prediction target; `actions` float32 (B, V, A) absolute per view; `rel_actions` float32 (B, V-1, A), index j the action
 from view j to view j+1; `path_actions` float32 (B, V-1, A), index j the net action from view 0 to
 view j+1, computed the way the source computes one step (quaternions compose, angles and positions
-add up), so `path_actions[:, 0] == rel_actions[:, 0]` (the path-integration probe's target, spec
-§4.8); `label` int64 (B,); extra keys a probe needs may follow. All randomness
-comes from `generator`, so a seed fixes the batch. A composer is a frozen dataclass (it is pickled
+add up), so `path_actions[:, 0] == rel_actions[:, 0]` (the path-integration probe's target,
+docs/paper-and-original-code.md#path-integration); `label` int64 (B,); extra keys a probe needs may follow. All
+randomness comes from `generator`, so a seed fixes the batch. A composer is a frozen dataclass (it is pickled
 into worker processes) with `action_dim` and `action_groups` ({group name: action dims}).
 """
 

@@ -4,9 +4,10 @@ The published format (https://www.cs.toronto.edu/~kriz/cifar.html): `train` and 
 dicts with `data`, uint8 (N, 3072) where each row is the 1024 red, then 1024 green, then 1024 blue
 values of a 32x32 image in row-major order, and `fine_labels`, N ints in 0..99; `meta` holds
 `fine_label_names`. The files were written by Python 2, so they load with encoding="latin1".
-Split "val" is the test set: the paper validates on it (spec §2.3).
+Split "val" is the test set: the paper validates on it (docs/paper-and-original-code.md#cifar-100-dataset).
 
-Load time is the shared `augmented.AugmentationComposer` (spec §1.4, §2.3).
+Load time is the shared `augmented.AugmentationComposer`
+(docs/paper-and-original-code.md#augmentation-actions, #cifar-100-dataset).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ FOLDER = "cifar-100-python"
 SPLIT_FILES = {"train": "train", "val": "test"}
 SIDE = 32
 NUM_CLASSES = 100
-MEAN = [0.5071, 0.4867, 0.4408]  # the original's Normalize values (spec §2.3), on [0, 1] intensities
+MEAN = [0.5071, 0.4867, 0.4408]  # the original's Normalize values (docs/paper-and-original-code.md#cifar-100-dataset),
+# on [0, 1] intensities
 STD = [0.2675, 0.2565, 0.2761]
 FIELDS = {"image.png": f"uint8 RGB {SIDE}x{SIDE}, lossless PNG",
           "label.cls": f"fine class index 0..{NUM_CLASSES - 1}, ASCII decimal"}

@@ -1,9 +1,9 @@
 """Glimpse sequences for predictive learning across saccades (PLS: STL-10, ImageNet), at load time.
 
-One sequence = N fixations on one image (spec §2.5, §2.6): each fixation is drawn from the image's
-saliency map (or uniformly), then an F x F fovea is cut around it. The first N-1 foveae are the
-observations, the last the prediction target. Absolute action = the fixation (row / S, col / S)
-on the S x S image; relative action j = position j+1 - position j (spec §1.4).
+One sequence = N fixations on one image (docs/paper-and-original-code.md#stl-10-glimpses, #imagenet-glimpses): each
+fixation is drawn from the image's saliency map (or uniformly), then an F x F fovea is cut around it. The first N-1
+foveae are the observations, the last the prediction target. Absolute action = the fixation (row / S, col / S)
+on the S x S image; relative action j = position j+1 - position j (docs/paper-and-original-code.md#glimpse-actions).
 
 Fixation sampling, per glimpse and for the whole batch at once (one draw per glimpse):
   1. draw a pixel (row, col) from the current map (`use_saliency` and the record has a map; a
@@ -18,12 +18,12 @@ at F points spaced F/(F-1) px, spanning ±F/2 px around pixel coordinate c - 0.5
 (F//2, F//2) sits (1/(2(F-1)) px off) on the fixated pixel. Outside the image the fovea is `fill`
 (black by default, as in the STL-10 original; the ImageNet original cut patches from the
 normalised image, so its padding was the mean colour: pass `fill=imagenet.MEAN` for parity).
-The original cut each patch at the *transpose* of the sampled fixation (spec §7.C1); we cut at
-the fixation itself, and `legacy_transpose=True` brings the bug back (the action still reports
-(row, col)).
+The original cut each patch at the *transpose* of the sampled fixation
+(docs/paper-and-original-code.md#c1-fovea-transposition); we cut at the fixation itself, and `legacy_transpose=True`
+brings the bug back (the action still reports (row, col)).
 
-`crop` (ImageNet training, spec §7.C3): a RandomResizedCrop box (torchvision's sampling,
-`augment.sample_crop_boxes`) cut from the image *and* its saliency map, both resized to crop²
+`crop` (ImageNet training, docs/paper-and-original-code.md#c3-imagenet-saliency-not-cropped): a RandomResizedCrop box
+(torchvision's sampling, `augment.sample_crop_boxes`) cut from the image *and* its saliency map, both resized to crop²
 (bilinear with antialiasing, torchvision's tensor semantics; the map is then clamped at 0 and
 renormalised), before fixations are drawn. The original left the map uncropped. Without `crop`,
 each image is centre-cropped to a square of its shorter side: a no-op for STL-10 (96²), and for
@@ -160,7 +160,8 @@ class GlimpseComposer:
     fovea_size: int = 32  # F, the paper's --fovea-size (STL-10 hard-codes 32)
     use_saliency: bool = True  # --use-sal: draw fixations from the saliency map, else uniformly
     inhibition_of_return: bool = True  # --ior
-    legacy_transpose: bool = False  # the original's fovea transposition (spec §7.C1)
+    legacy_transpose: bool = False  # the original's fovea transposition
+    # (docs/paper-and-original-code.md#c1-fovea-transposition)
     crop: int | None = None  # RandomResizedCrop output side (ImageNet training, 224); None: centre square
     crop_scale: tuple[float, float] = (0.08, 1.0)  # crop area, fraction of the image (torchvision's default)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # crop aspect ratio w/h
@@ -282,3 +283,11 @@ class GlimpseComposer:
         return {"views": views, "actions": actions, "rel_actions": actions[:, 1:] - actions[:, :-1],
                 "path_actions": actions[:, 1:] - actions[:, :1],  # net saccade displacement from glimpse 1
                 "label": torch.tensor([r["label"] for r in records], dtype=torch.int64)}
+
+
+def build_composer(manifest, options) -> GlimpseComposer:
+    """The composer of an STL-10 or ImageNet shard set, from its load-time options (`datasets.GlimpseOptions`;
+    ImageNet's add `crop_size`, the random resized crop before the glimpses)."""
+    return GlimpseComposer(fovea_size=options.fovea_size, use_saliency=options.use_saliency,
+                           inhibition_of_return=options.inhibition_of_return,
+                           legacy_transpose=options.legacy_patch_transpose, crop=getattr(options, "crop_size", None))

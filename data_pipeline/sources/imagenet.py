@@ -1,13 +1,15 @@
-"""ImageNet-1k for PLS (spec §2.6): class folders of JPEGs (+ per-image saliency maps) -> shard samples.
+"""ImageNet-1k for PLS (docs/paper-and-original-code.md#imagenet-glimpses): class folders of JPEGs (+ per-image saliency
+maps) -> shard samples.
 
 Layout: `<root>/{train,val}/<class>/<id>.JPEG` (val sorted into class folders, e.g. by the usual
 valprep.sh). Class index = position in the *sorted* list of class folders, so train and val agree
-(the original used unsorted `os.listdir`, spec §7.C4); a split whose class folders differ from its
-sibling split's is refused.
+(the original used unsorted `os.listdir`, docs/paper-and-original-code.md#c4-unsorted-imagenet-classes); a split whose
+class folders differ from its sibling split's is refused.
 
 Saliency (optional here): `<saliency_root>/<split>/<class>/<id>_sal.npy` (what the original loader
-reads) or `<id>-sal.npy` (what its extraction script writes, spec §7.C2); a 2-D float density at the
-image's native resolution.
+reads) or `<id>-sal.npy`
+(what its extraction script writes, docs/paper-and-original-code.md#c2-imagenet-saliency-file-names); a 2-D float
+density at the image's native resolution.
 
 Stored at a fixed scale so shards stay small and load-time work is bounded: the image is resized
 so its shorter side is `image_size` (bilinear, PIL's antialiased resize; the paper's --img-size

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from data_pipeline.errors import DataError
-from data_pipeline.fashion_mnist import SPLIT_FILES, find_idx_file, read_idx
 from data_pipeline.shards import FIELDS
 from data_pipeline.sources.base import SourceSplit, encode_label, encode_png
+from data_pipeline.sources.fashion_mnist import SPLIT_FILES, find_idx_file, read_idx
 
 MEAN, STD = 0.1307, 0.3081  # pixel statistics of MNIST's train split on [0, 1] intensities
 SPLITS = ("train", "val")

@@ -1,4 +1,5 @@
-"""STL-10 for PLS (spec §2.5): the binary release (+ the released saliency maps) -> shard samples.
+"""STL-10 for PLS (docs/paper-and-original-code.md#stl-10-glimpses): the binary release (+ the released saliency
+maps) -> shard samples.
 
 The binary release (`stl10_binary/`): `<split>_X.bin` is uint8 N x 3 x 96 x 96 with every channel
 plane stored column-major (MATLAB order), so a plane read row-major is the transposed image;
@@ -29,7 +30,7 @@ from data_pipeline.sources.base import SourceSplit, encode_label, encode_npy, en
 
 SIZE = 96
 PIXELS = 3 * SIZE * SIZE  # bytes per image
-MEAN = [0.4467, 0.4398, 0.4066]  # the original's normalisation (spec §2.5)
+MEAN = [0.4467, 0.4398, 0.4066]  # the original's normalisation (docs/paper-and-original-code.md#stl-10-glimpses)
 STD = [0.2241, 0.2215, 0.2239]
 CLASS_NAMES = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
 UNLABELED = -1

@@ -1,5 +1,6 @@
 """3DIEBench (and 3DIEBench-OOD) as a source: rendered ShapeNet objects, seen under random rotations
-and lighting; the action between two views is the change of those latents (spec §1.4, §2.1, §2.2).
+and lighting; the action between two views is the change of those latents
+(docs/paper-and-original-code.md#3diebench-actions, #3diebench-dataset, #3diebench-ood).
 
 On disk (SIE's layout): `ROOT/<synset>/<object_id>/image_{k}.jpg` with `latent_{k}.npy`, k = 0..49
 (3DIEBench-OOD: k = 2..5, rendered for only part of the val objects). The object list of a split
@@ -25,10 +26,11 @@ latents per `latent_type`:
     color     [floor_hue, spot_hue]                                   A = 2
     all       [quaternion, floor_hue, spot_theta, spot_phi, spot_hue] A = 8
 Relative action j -> j+1: the quaternion of R_j^-1 R_{j+1} and plain differences of the rest
-(no wrap-around of hues or phi, as in the original). Path action 0 -> j+1 (path integration, spec
-§4.8): the same between the first view and view j+1, i.e. the composed rotation R_0^-1 R_{j+1}.
-`canonical_quaternions=True` (the fix, spec §7.B11) gives every quaternion w >= 0; False keeps the
-original's raw signs (about 4 % of relative quaternions have w < 0, a sign discontinuity in
+(no wrap-around of hues or phi, as in the original). Path action 0 -> j+1 (path integration,
+docs/paper-and-original-code.md#path-integration): the same between the first view and view j+1, i.e. the composed
+rotation R_0^-1 R_{j+1}.
+`canonical_quaternions=True` (the fix, docs/paper-and-original-code.md#b11-quaternion-sign) gives every quaternion
+w >= 0; False keeps the original's raw signs (about 4 % of relative quaternions have w < 0, a sign discontinuity in
 regression targets).
 """
 
@@ -64,7 +66,8 @@ from data_pipeline.sources.threedie_actions import (
 
 NUM_CLASSES = 55
 LATENT_NAMES = ("rot_x", "rot_y", "rot_z", "floor_hue", "spot_theta", "spot_phi", "spot_hue")
-MEAN = [0.5016, 0.5037, 0.5060]  # per-channel pixel statistics on [0, 1] intensities (spec §2.1)
+MEAN = [0.5016, 0.5037, 0.5060]  # per-channel pixel statistics on [0, 1] intensities
+# (docs/paper-and-original-code.md#3diebench-dataset)
 STD = [0.1030, 0.0999, 0.0969]
 SPLITS = {"train": "train", "val": "val", "ood": "val"}  # split -> the index files it reads
 RESAMPLE = Image.BICUBIC  # PIL's resize filters are antialiased when shrinking
@@ -285,7 +288,7 @@ class ThreeDIERecord:
 class ThreeDIEComposer:
     """Shard samples of 3DIEBench -> batches of V-view sequences with rotation/colour actions."""
 
-    latent_type: str = "rot"  # rot | rotcolor | color | all (spec §1.4)
+    latent_type: str = "rot"  # rot | rotcolor | color | all (docs/paper-and-original-code.md#3diebench-actions)
     canonical_quaternions: bool = True  # w >= 0 for every quaternion; False = the original's raw signs
 
     def __post_init__(self):
@@ -338,3 +341,8 @@ class ThreeDIEComposer:
         return {"views": torch.from_numpy(np.stack(images)).permute(0, 1, 4, 2, 3).contiguous(),
                 "actions": actions.float(), "rel_actions": rel_actions.float(), "path_actions": path.float(),
                 "label": torch.tensor([record.label for record in records], dtype=torch.int64)}
+
+
+def build_composer(manifest, options) -> ThreeDIEComposer:
+    """The composer of a 3DIEBench shard set, from its load-time options (`datasets.ThreeDIEOptions`)."""
+    return ThreeDIEComposer(latent_type=options.latent_type, canonical_quaternions=options.canonical_quaternions)

@@ -10,11 +10,12 @@ The published layout (http://cs231n.stanford.edu/tiny-imagenet-200.zip):
 
 Images are 64x64 JPEG, a few of them grayscale (converted to RGB here). The class index is the
 position of the wnid in the *sorted* wnid list, so train and val agree whatever order the files
-or folders come in (spec §7.C4). Samples come out in a seeded permutation of the sorted file list
-by default, because the train folders are grouped by class and a streaming shuffle buffer would
-otherwise see one or two classes at a time.
+or folders come in (docs/paper-and-original-code.md#c4-unsorted-imagenet-classes). Samples come out in a seeded
+permutation of the sorted file list by default, because the train folders are grouped by class and a streaming shuffle
+buffer would otherwise see one or two classes at a time.
 
-Load time is the shared `augmented.AugmentationComposer` (spec §1.4, §2.4).
+Load time is the shared `augmented.AugmentationComposer`
+(docs/paper-and-original-code.md#augmentation-actions, #tiny-imagenet-dataset).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from data_pipeline.sources.base import SourceSplit, encode_label, encode_png
 FOLDER = "tiny-imagenet-200"
 SPLITS = ("train", "val")
 SIDE = 64
-MEAN = [0.4802, 0.4481, 0.3975]  # the original's Normalize values (spec §2.4), on [0, 1] intensities
+MEAN = [0.4802, 0.4481, 0.3975]  # the original's Normalize values
+# (docs/paper-and-original-code.md#tiny-imagenet-dataset), on [0, 1] intensities
 STD = [0.2302, 0.2265, 0.2262]
 IMAGE_SUFFIXES = (".jpeg", ".jpg")
 FIX_HINT = ("point the source at the extracted tiny-imagenet-200 folder (or its parent), from "

@@ -1,24 +1,25 @@
-"""The run configuration: one typed schema (`schema`) and its loading from YAML plus overrides (`loading`)."""
+"""The run configuration: one typed schema (`schema`, the methods' sections from trainer/methods/catalog.py) and its
+loading from YAML plus overrides (`loading`; moved keys: `legacy`)."""
 
 from trainer.config.loading import (
                                     DEFAULT_CONFIG_PATH,
                                     build_dataclass,
                                     config_from_dict,
+                                    config_sections,
                                     flatten,
                                     load_config,
+                                    params_of,
                                     read_extended_mapping,
                                     read_yaml_mapping,
                                     set_nested,
                                     to_dict,
 )
 from trainer.config.schema import (
-                                    METHOD_NAMES,
                                     Config,
                                     DataConfig,
+                                    DebugConfig,
                                     EmaConfig,
                                     EvalConfig,
-                                    FaultsConfig,
-                                    MethodConfig,
                                     ModelConfig,
                                     OptimConfig,
                                     ProbeConfig,
@@ -28,7 +29,7 @@ from trainer.config.schema import (
                                     TrainConfig,
 )
 
-__all__ = ["METHOD_NAMES", "Config", "DataConfig", "ModelConfig", "MethodConfig", "EmaConfig", "OptimConfig",
-           "ProbeConfig", "EvalConfig", "TrainConfig", "ScalingConfig", "RunConfig", "FaultsConfig", "TrackingConfig",
-           "DEFAULT_CONFIG_PATH", "build_dataclass", "config_from_dict", "flatten", "load_config",
+__all__ = ["Config", "DataConfig", "ModelConfig", "EmaConfig", "OptimConfig", "ProbeConfig", "EvalConfig",
+           "TrainConfig", "ScalingConfig", "RunConfig", "DebugConfig", "TrackingConfig", "DEFAULT_CONFIG_PATH",
+           "build_dataclass", "config_from_dict", "config_sections", "flatten", "load_config", "params_of",
            "read_extended_mapping", "read_yaml_mapping", "set_nested", "to_dict"]

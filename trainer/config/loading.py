@@ -15,12 +15,14 @@ import os
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import yaml
 
+from trainer.config import legacy
 from trainer.config.schema import Config
 from trainer.errors import ConfigError
+from trainer.methods.catalog import CATALOG, ema_readers, method_entry
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
 
@@ -151,21 +153,24 @@ def read_yaml_mapping(path: Path, kind: str = "config file", holds: str = "a map
 
 
 def read_extended_mapping(path: Path, kind: str, holds: str, recipes: Path | None = None,
-                          atomic: tuple[str, ...] = (), seen: tuple[Path, ...] = ()) -> dict:
+                          atomic: tuple[str, ...] = (), seen: tuple[Path, ...] = (),
+                          each_file: Callable[[dict], dict] = lambda tree: tree) -> dict:
     """A YAML mapping whose optional top-level `extends:` names the file it starts from (a path relative to it,
     or with `recipes` a bare name there: `extends: default`); mappings merge key by key (but `atomic` keys whole),
-    the child's values win."""
+    the child's values win. `each_file` rewrites every file's own mapping before the merge."""
     resolved = path.resolve()  # for finding cycles only
     if resolved in seen:
         raise ConfigError(f"{kind} {resolved} extends itself (through {' -> '.join(map(str, seen))})")
     tree = read_yaml_mapping(path, kind=kind, holds=holds)  # errors name the path as given
     parent = tree.pop("extends", None)
+    tree = each_file(tree)
     if parent is None:
         return tree
     parent_path = Path(os.path.expanduser(str(parent)))
     if recipes is not None and parent_path.suffix not in (".yaml", ".yml"):
         parent_path = recipes / f"{parent}.yaml"
-    parent_tree = read_extended_mapping(path.parent / parent_path, kind, holds, recipes, atomic, (*seen, resolved))
+    parent_tree = read_extended_mapping(path.parent / parent_path, kind, holds, recipes, atomic, (*seen, resolved),
+                                        each_file)
     return merge_mappings(parent_tree, tree, atomic)
 
 
@@ -184,30 +189,87 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
     """YAML file (default: the embedded default; `extends: <recipe>` starts from another) + dotted overrides ->
     validated Config."""
     tree = read_extended_mapping(Path(path) if path else DEFAULT_CONFIG_PATH, "config file",
-                                 "a mapping of sections", recipes=DEFAULT_CONFIG_PATH.parent)
+                                 "a mapping of sections", recipes=DEFAULT_CONFIG_PATH.parent,
+                                 each_file=legacy.upgrade_tree)
     return config_from_dict(tree, overrides)
+
+
+def config_sections() -> tuple[str, ...]:
+    """The top-level sections of a config: the fixed ones, then one per method (trainer/methods/catalog.py)."""
+    return (*(f.name for f in dataclasses.fields(Config) if f.name != "methods"), *CATALOG)
 
 
 def config_from_dict(tree: dict, overrides: list[str] = (), allowed_sections: tuple[str, ...] | None = None) -> Config:
     """A Config from `to_dict` output (a checkpoint, a worker's config) plus dotted overrides, checked.
 
     `allowed_sections` limits which sections the overrides may touch (e.g. what a finished
-    checkpoint's evaluation may change without contradicting the trained model).
+    checkpoint's evaluation may change without contradicting the trained model). An override of a setting
+    that the chosen method does not read is an error (`check_overrides_apply`).
     """
-    tree = copy.deepcopy(tree)
+    tree = legacy.upgrade_tree(copy.deepcopy(tree))
+    override_paths = []
     for text in overrides:
         key_path, value = parse_override(text)
+        key_path = legacy.upgrade_path(key_path)
         if allowed_sections is not None and key_path[0] not in allowed_sections:
             raise ConfigError(f"cannot override '{'.'.join(key_path)}' here; only "
                               f"{', '.join(s + '.*' for s in allowed_sections)} keys can be set")
         set_nested(tree, key_path, value)
-    config = build_dataclass(Config, tree)
+        override_paths.append(key_path)
+    legacy.resolve_baselines_section(tree, override_paths)
+    config = _build_config(tree)
     config.check()
+    check_overrides_apply(config, override_paths)
     return config
 
 
+def _build_config(tree: dict) -> Config:
+    """The fixed sections through `build_dataclass`; each method's section into its settings dataclass."""
+    sections = config_sections()
+    for key in tree:
+        if key not in sections:
+            close = difflib.get_close_matches(str(key), sections, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"unknown config section '{key}'{hint} (sections: {', '.join(sections)})")
+    config = build_dataclass(Config, {key: value for key, value in tree.items() if key not in CATALOG})
+    for name in CATALOG:
+        if name in tree:
+            config.methods[name] = build_dataclass(CATALOG[name].settings, tree[name] or {}, f"{name}.")
+    return config
+
+
+def check_overrides_apply(config: Config, override_paths: list[list[str]]) -> None:
+    """An override must be read by the chosen method: another method's section, or an `ema.*` key of a method
+    without an EMA target (or ema.enabled of one that always has one), is one line naming who reads it.
+
+    Config files may hold several methods' sections (a recipe is a base for any method); what is given as an
+    override (the command line, a sweep's overrides, variants and search space) is meant for this run."""
+    entry = method_entry(config.model.method)
+    for path in override_paths:
+        key = ".".join(path)
+        if path[0] in CATALOG and path[0] != entry.name:
+            raise ConfigError(f"{key} is a setting of method {path[0]}, but model.method={entry.name}; drop it or "
+                              f"set model.method={path[0]}")
+        if path[0] == "ema" and entry.ema == "none":
+            raise ConfigError(f"{key} is read by the methods with an EMA target ({', '.join(ema_readers())}); "
+                              f"model.method={entry.name} has none: drop it")
+        if path[:2] == ["ema", "enabled"] and entry.ema == "always":
+            switchable = ", ".join(name for name, e in CATALOG.items() if e.ema == "switchable")
+            raise ConfigError(f"ema.enabled is read by {switchable} only: model.method={entry.name} always keeps its "
+                              "EMA target; drop it")
+
+
 def to_dict(config: Config) -> dict:
-    return dataclasses.asdict(config)
+    """The config as a tree of sections, the methods' sections at the top level (as a config file has them)."""
+    tree = dataclasses.asdict(config)
+    methods = tree.pop("methods")
+    return {**tree, **methods}
+
+
+def params_of(config: Config) -> dict[str, Any]:
+    """The flattened config that MLflow logs as params: every fixed section and the chosen method's section."""
+    tree = to_dict(config)
+    return flatten({key: value for key, value in tree.items() if key not in CATALOG or key == config.model.method})
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:

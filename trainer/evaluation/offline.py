@@ -1,4 +1,5 @@
-"""Offline evaluation of a trained seq-JEPA: probes on the frozen model, logged to its MLflow run (spec §4).
+"""Offline evaluation of a trained seq-JEPA: probes on the frozen model, logged to its MLflow run
+(docs/paper-and-original-code.md#evaluation-protocol).
 
 The model is frozen in eval mode; its features are extracted once per split (train: the probes learn,
 val: they are scored), kept under data.cache_dir/features (unless eval.feature_cache=false), and every
@@ -23,9 +24,10 @@ from trainer.evaluation import feature_cache
 from trainer.evaluation.features import SplitFeatures, extract_features
 from trainer.evaluation.path_integration import path_metrics
 from trainer.evaluation.probes import fit_classifiers, fit_regressor
-from trainer.methods import build_model, method_class
-from trainer.metrics import effective_rank, summarise_r2
+from trainer.methods.build import build_model
+from trainer.methods.catalog import method_entry
 from trainer.redact import redact_text
+from trainer.stats import effective_rank, summarise_r2
 from trainer.training.precision import resolve_precision
 
 OVERRIDABLE = ("eval", "data", "tracking")
@@ -59,7 +61,7 @@ def evaluate(config: Config, checkpoint: Path | str, device: torch.device | None
 def _extract(config: Config, checkpoint: Path | str, splits: list[str], limits: dict, device: torch.device,
              autocast: bool) -> dict[str, tuple[SplitFeatures, dict]]:
     """Load the frozen model and run it over the given splits: {split: (features, info)}."""
-    observed = max(2, *config.eval.seq_lens) if method_class(config.model.method).has_aggregate else 2
+    observed = max(2, *config.eval.seq_lens) if method_entry(config.model.method).aggregate else 2
     num_views = observed + 1  # the loader's last view is the (unused) prediction target
     loaders = {split: build_frozen_view_loader(config, split, num_views) for split in splits}
     first = next(iter(loaders.values()))

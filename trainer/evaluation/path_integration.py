@@ -1,9 +1,10 @@
-"""Path integration (spec §4.8, fig. path_int_fig): does z_AGG know the net transformation along the path it saw?
+"""Path integration (docs/paper-and-original-code.md#path-integration, fig. path_int_fig): does z_AGG know the net
+transformation along the path it saw?
 
-The spec's recommended definition. For each inference length M = M_val in eval.seq_lens: z_AGG of the
-first M views where every token carries its outgoing action a_1..a_M (none zeroed, the last included:
-`SeqJEPA.aggregate(..., keep_last_action=True)`), so z_AGG has seen every step of the path from view 1
-to view M+1. Target: the net action view 1 -> view M+1, the batch's `path_actions`, composed the way
+The definition the paper notes recommend (docs/paper-and-original-code.md#path-integration). For each inference length
+M = M_val in eval.seq_lens: z_AGG of the first M views where every token carries its outgoing action a_1..a_M (none
+zeroed, the last included: `SeqJEPA.aggregate(..., keep_last_action=True)`), so z_AGG has seen every step of the path
+from view 1 to view M+1. Target: the net action view 1 -> view M+1, the batch's `path_actions`, composed the way
 the dataset composes one step (3DIEBench: the rotation R_1^-1 R_{M+1}; glimpses: the net saccade
 displacement; affine/augmentation sources: summed parameter differences, angles via cos/sin of the
 net angle). Probe: a linear head on frozen z_AGG, one per M, trained like every offline probe.
@@ -13,7 +14,7 @@ net angle). Probe: a linear head on frozen z_AGG, one per M, trained like every 
     eval/path/r2_no_vision/M{k}[/group]   control "no vision": the same model with the encoder outputs
                                           replaced by zeros before aggregation (what the actions alone give)
 
-The figure's third curve, "no action conditioning", is a model trained with model.action_cond=false:
+The figure's third curve, "no action conditioning", is a model trained with seq_jepa.action_cond=false:
 its own evaluation logs these same `eval/path/...` metrics (its tokens carry no actions, so its z_AGG
 can know the path only from what it saw).
 """
@@ -25,7 +26,7 @@ import torch
 from trainer.config import EvalConfig
 from trainer.evaluation.features import SplitFeatures
 from trainer.evaluation.probes import fit_linear_regressors
-from trainer.metrics import summarise_r2
+from trainer.stats import summarise_r2
 
 TELLING_GROUPS = ("rotation", "position")  # the first one the actions have is the headline
 

@@ -1,4 +1,5 @@
-"""Probes trained on frozen, cached features: the paper's offline evaluation protocol (spec §4.2-4.4).
+"""Probes trained on frozen, cached features: the paper's offline evaluation protocol
+(docs/paper-and-original-code.md#released-offline-evaluation, #original-aggregate-evaluation, #probe-hyper-parameters).
 
 Features are standardised with the train split's mean and standard deviation first: an invertible
 affine map, so a probe can express exactly what it could before, but Adam converges in far fewer
@@ -38,7 +39,7 @@ class BatchedLinear(nn.Module):
 
 
 def mlp_regressor(in_dim: int, hidden: int, out_dim: int, generator: torch.Generator) -> nn.Sequential:
-    """The paper's equivariance probe: two hidden ReLU layers (spec §3.6)."""
+    """The paper's equivariance probe: two hidden ReLU layers (docs/paper-and-original-code.md#online-probes)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(torch.randint(2 ** 62, (1,), generator=generator)))
         return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),

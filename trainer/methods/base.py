@@ -5,35 +5,53 @@ from __future__ import annotations
 
 import abc
 import copy
-from typing import ClassVar, NamedTuple, Optional
+from typing import TYPE_CHECKING, ClassVar, NamedTuple, Optional
 
 import torch
 from torch import nn
 
-from trainer.config import MethodConfig
+from trainer.methods.catalog import method_entry
+
+if TYPE_CHECKING:
+    from trainer.config import Config
 
 
 class MethodOutput(NamedTuple):  # a NamedTuple so that DDP/FSDP2 find the tensors inside
     loss: torch.Tensor  # scalar float32: what the optimizer minimises
     z1: torch.Tensor  # (B, D) online encoder output of view 1 (classification probe; pair probe)
     z2: torch.Tensor  # (B, D) online encoder output of view 2 (pair probe: relative action 1 -> 2)
-    z_agg: Optional[torch.Tensor] = None  # (B, E) aggregate over the observed views (seq-JEPA only)
-    z_agg_single: Optional[torch.Tensor] = None  # (B, 2, E) aggregate of view 1 alone / view 2 alone (seq-JEPA only)
+    z_agg: Optional[torch.Tensor] = None  # (B, E) aggregate over the observed views (methods with an aggregate)
+    z_agg_single: Optional[torch.Tensor] = None  # (B, 2, E) aggregate of view 1 alone / view 2 alone
+    logs: Optional[dict[str, torch.Tensor]] = None  # the loss's terms as detached scalars, by name: logged as
+    # train/loss/<name> (VICReg's invariance, variance, covariance; seq-JEPA's prediction; ...)
 
 
 class Method(nn.Module, abc.ABC):
     """A self-supervised method over an online encoder.
 
-    Every method is built as `cls(encoder, action_dim, cfg, action_proj_dim)` so the registry can build any
-    of them; a method that does not condition on actions ignores `action_dim` and `action_proj_dim`.
+    Every method is built as `cls(encoder, action_dim, settings, action_proj_dim)`, `settings` its config
+    section's dataclass (trainer/methods/catalog.py), so `build_method` can build any of them; a method that
+    does not condition on actions ignores `action_dim` and `action_proj_dim`. What it needs of the data and
+    whether it has an aggregate are in its catalogue entry.
     """
 
-    name: ClassVar[str]  # the `model.method` value
-    min_views: ClassVar[int] = 2  # views per sequence it needs (the loader gives V = model.seq_len + 1 views)
-    has_aggregate: ClassVar[bool] = False  # whether it has a z_AGG (then `aggregate_dim` is its width)
-    aggregate_dim: Optional[int] = None
-    paper_projector: ClassVar[tuple[int, ...]] = ()  # projector hidden + output widths of the paper (spec §5)
+    name: ClassVar[str]  # the `model.method` value: its catalogue entry
+    aggregate_dim: Optional[int] = None  # the width of z_AGG, for a method with an aggregate
     encoder: nn.Module  # the online encoder, the one the probes read
+
+    @classmethod
+    def from_config(cls, encoder: nn.Module, action_dim: int, config: Config) -> Method:
+        """The method a run's config describes: its own section and the shared action embedding width."""
+        return cls(encoder, action_dim, config.method, config.model.action_proj_dim)
+
+    @property
+    def min_views(self) -> int:
+        """Views per sequence it needs (the loader gives V = model.seq_len + 1 views)."""
+        return method_entry(self.name).views
+
+    @property
+    def has_aggregate(self) -> bool:
+        return method_entry(self.name).aggregate
 
     def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         """(target, online) modules the trainer EMA-updates after every optimizer step; [] = no EMA target."""
@@ -51,7 +69,8 @@ class Method(nn.Module, abc.ABC):
 
     def first_pair(self, views: torch.Tensor,
                    rel_actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Views 0 and 1 and the action 0 -> 1: what the pairwise methods train on (spec §5)."""
+        """Views 0 and 1 and the action 0 -> 1: what the pairwise methods train on
+        (docs/paper-and-original-code.md#baselines)."""
         self.require_views(views)
         return views[:, 0], views[:, 1], rel_actions[:, 0]
 
@@ -73,6 +92,6 @@ def frozen_copy(module: nn.Module) -> nn.Module:
     return copy.deepcopy(module).requires_grad_(False)
 
 
-def projector_widths(cfg: MethodConfig, paper_default: tuple[int, ...]) -> list[int]:
-    """The configured projector widths, or the method's paper default."""
-    return list(cfg.projector_dims) if cfg.projector_dims is not None else list(paper_default)
+def detached(**terms: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Loss terms for `MethodOutput.logs`: detached float32 scalars."""
+    return {name: value.detach().float() for name, value in terms.items()}

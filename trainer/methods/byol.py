@@ -7,19 +7,18 @@ from typing import Optional
 import torch
 from torch import nn
 
-from trainer.config import MethodConfig
-from trainer.methods.base import Method, MethodOutput, frozen_copy, projector_widths
+from trainer.methods.base import Method, MethodOutput, detached, frozen_copy
+from trainer.methods.catalog import BYOLSettings
 from trainer.methods.heads import bn_projector, byol_predictor
 from trainer.methods.losses import byol_loss
 
 
 class BYOL(Method):
     name = "byol"
-    paper_projector = (2048, 128)
 
-    def __init__(self, encoder: nn.Module, action_dim: int, cfg: MethodConfig, action_proj_dim: int = 128):
+    def __init__(self, encoder: nn.Module, action_dim: int, settings: BYOLSettings, action_proj_dim: int = 128):
         super().__init__()
-        widths = projector_widths(cfg, self.paper_projector)
+        widths = settings.projector_dims
         self.encoder = encoder
         self.projector = bn_projector(encoder.out_dim, widths)
         self.predictor = byol_predictor(widths[-1], widths[0], widths[-1])
@@ -39,7 +38,7 @@ class BYOL(Method):
         p1, p2 = self.predictor(self.projector(z1)), self.predictor(self.projector(z2))
         t1, t2 = self.target(x1), self.target(x2)
         loss = byol_loss(p1.float(), t2) + byol_loss(p2.float(), t1)  # symmetric
-        return MethodOutput(loss, z1, z2)
+        return MethodOutput(loss, z1, z2, logs=detached(prediction=loss))
 
     @torch.no_grad()
     def target(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,6 @@
-"""Conditional BYOL (spec §5): predict the EMA target's projection of view 2 from view 1's projection and the
-learned embedding of the action 1 -> 2. One direction only, as in the authors' code. BYOL's encoder, projector
-and EMA target, with a predictor that also reads the action."""
+"""Conditional BYOL (docs/paper-and-original-code.md#conditional-byol): predict the EMA target's projection of view 2
+from view 1's projection and the learned embedding of the action 1 -> 2. One direction only, as in the authors' code.
+BYOL's encoder, projector and EMA target, with a predictor that also reads the action."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Optional
 import torch
 from torch import nn
 
-from trainer.config import MethodConfig
-from trainer.methods.base import MethodOutput, projector_widths
+from trainer.methods.base import MethodOutput, detached
 from trainer.methods.byol import BYOL
+from trainer.methods.catalog import BYOLSettings
 from trainer.methods.heads import byol_predictor
 from trainer.methods.losses import byol_loss
 from trainer.model.components import ActionEmbedding
@@ -20,9 +20,9 @@ from trainer.model.components import ActionEmbedding
 class ConditionalBYOL(BYOL):
     name = "cond_byol"
 
-    def __init__(self, encoder: nn.Module, action_dim: int, cfg: MethodConfig, action_proj_dim: int = 128):
-        super().__init__(encoder, action_dim, cfg, action_proj_dim)
-        widths = projector_widths(cfg, self.paper_projector)
+    def __init__(self, encoder: nn.Module, action_dim: int, settings: BYOLSettings, action_proj_dim: int = 128):
+        super().__init__(encoder, action_dim, settings, action_proj_dim)
+        widths = settings.projector_dims
         self.action_embedding = ActionEmbedding(action_dim, action_proj_dim)
         self.predictor = byol_predictor(action_proj_dim + widths[-1], widths[0], widths[-1])  # replaces BYOL's
 
@@ -36,4 +36,5 @@ class ConditionalBYOL(BYOL):
             # View 2 through the online encoder for the pair probe only; the loss never sees it, and in training
             # it only adds a BN running-statistics update. (The authors returned the target's embedding here.)
             z2 = self.encoder(x2)
-        return MethodOutput(byol_loss(prediction.float(), target), z1, z2)
+        loss = byol_loss(prediction.float(), target)
+        return MethodOutput(loss, z1, z2, logs=detached(prediction=loss))

@@ -1,5 +1,6 @@
-"""SimCLR-EquiMod (Devillers & Lefort 2023; spec §5): an invariant SimCLR head plus an equivariant head whose
-projection of view 2 is predicted from view 1's and the action embedding, both trained with NT-Xent."""
+"""SimCLR-EquiMod (Devillers & Lefort 2023; docs/paper-and-original-code.md#equimod): an invariant SimCLR head plus an
+equivariant head whose projection of view 2 is predicted from view 1's and the action embedding, both trained with
+NT-Xent."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from trainer.config import MethodConfig
-from trainer.methods.base import Method, MethodOutput, projector_widths
+from trainer.methods.base import Method, MethodOutput, detached
+from trainer.methods.catalog import EquiModSettings
 from trainer.methods.gather import gather_rows
 from trainer.methods.heads import bn_projector
 from trainer.methods.losses import nt_xent
@@ -18,18 +19,17 @@ from trainer.model.components import ActionEmbedding
 
 class EquiMod(Method):
     name = "equimod"
-    paper_projector = (1024, 1024, 128)
 
-    def __init__(self, encoder: nn.Module, action_dim: int, cfg: MethodConfig, action_proj_dim: int = 128):
+    def __init__(self, encoder: nn.Module, action_dim: int, settings: EquiModSettings, action_proj_dim: int = 128):
         super().__init__()
-        widths = projector_widths(cfg, self.paper_projector)
+        widths = settings.projector_dims
         self.encoder = encoder
         self.projector_inv = bn_projector(encoder.out_dim, widths)
         self.projector_equi = bn_projector(encoder.out_dim, widths)
         self.action_embedding = ActionEmbedding(action_dim, action_proj_dim)
         self.predictor = bn_projector(action_proj_dim + widths[-1], [widths[-1]])  # Linear(no bias) + BN
-        self.temperature = cfg.temperature
-        self.equi_factor = cfg.equi_factor
+        self.temperature = settings.temperature
+        self.equi_factor = settings.equi_factor
 
     def shard_units(self) -> list[nn.Module]:
         return [self.projector_inv, self.projector_equi, self.predictor]
@@ -40,5 +40,6 @@ class EquiMod(Method):
         prediction = self.predictor(torch.cat([self.action_embedding(action), self.projector_equi(z1)], dim=1))
         inv1, inv2, prediction, equi2 = gather_rows(self.projector_inv(z1).float(), self.projector_inv(z2).float(),
                                                     prediction.float(), self.projector_equi(z2).float())
-        loss = self.equi_factor * nt_xent(prediction, equi2, self.temperature) + nt_xent(inv1, inv2, self.temperature)
-        return MethodOutput(loss, z1, z2)
+        equivariant, invariant = nt_xent(prediction, equi2, self.temperature), nt_xent(inv1, inv2, self.temperature)
+        loss = self.equi_factor * equivariant + invariant
+        return MethodOutput(loss, z1, z2, logs=detached(invariant=invariant, equivariant=equivariant))

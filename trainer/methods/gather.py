@@ -1,11 +1,12 @@
 """All-gather along the batch that carries gradients, so cross-sample loss terms see the global batch.
 
 The paper's code gathered without autograd, so its contrastive losses had no gradient and VICReg/SIE lost
-their variance/covariance gradients on more than one GPU (spec §7.A1). Here every rank computes the same loss
-on the gathered global batch. Backward sums the gradient w.r.t. the gathered tensor over the W ranks and keeps
-this rank's rows: rank r's parameters get W times the gradient flowing through its own samples, and the mean
-DDP/FSDP2 take over ranks gives exactly the single-process gradient on the concatenated batch. (The same
-backward is right for any per-rank losses: the result is the gradient of their mean.)
+their variance/covariance gradients on more than one GPU
+(docs/paper-and-original-code.md#a1-no-gradient-sync-across-gpus). Here every rank computes the same loss on the
+gathered global batch. Backward sums the gradient w.r.t. the gathered tensor over the W ranks and keeps this rank's
+rows: rank r's parameters get W times the gradient flowing through its own samples, and the mean DDP/FSDP2 take over
+ranks gives exactly the single-process gradient on the concatenated batch. (The same backward is right for any per-rank
+losses: the result is the gradient of their mean.)
 
 Ranks may hold different numbers of rows (a validation split's short last batch, a training batch that lost
 a sample that failed to compose): the row counts are exchanged first, which is the one host sync this adds

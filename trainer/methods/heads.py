@@ -1,4 +1,4 @@
-"""Projector and predictor MLPs with the layouts of the paper's baselines (spec §5).
+"""Projector and predictor MLPs with the layouts of the paper's baselines (docs/paper-and-original-code.md#baselines).
 
 BatchNorm is trainer.model.batchnorm.BatchNorm1d: its statistics stay float32 under bf16 autocast.
 """

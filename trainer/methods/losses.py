@@ -1,4 +1,4 @@
-"""The baselines' loss terms as pure functions of float32 embeddings (spec §5).
+"""The baselines' loss terms as pure functions of float32 embeddings (docs/paper-and-original-code.md#baselines).
 
 Cross-sample terms (NT-Xent negatives, variance, covariance) are only right on the global batch: the
 methods call these after `gather_rows`.

@@ -1,5 +1,5 @@
-"""SEN, contrastive variant (Park et al. 2022; spec §5): purely equivariant. The projection of view 2 is
-predicted from the projection of view 1 and the action embedding, and told apart from the other samples'
+"""SEN, contrastive variant (Park et al. 2022; docs/paper-and-original-code.md#sen): purely equivariant. The projection
+of view 2 is predicted from the projection of view 1 and the action embedding, and told apart from the other samples'
 projections by NT-Xent."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from trainer.config import MethodConfig
-from trainer.methods.base import Method, MethodOutput, projector_widths
+from trainer.methods.base import Method, MethodOutput, detached
+from trainer.methods.catalog import SENSettings
 from trainer.methods.gather import gather_rows
 from trainer.methods.heads import bn_projector
 from trainer.methods.losses import nt_xent
@@ -19,16 +19,15 @@ from trainer.model.components import ActionEmbedding
 
 class SEN(Method):
     name = "sen"
-    paper_projector = (2048, 2048, 2048)
 
-    def __init__(self, encoder: nn.Module, action_dim: int, cfg: MethodConfig, action_proj_dim: int = 128):
+    def __init__(self, encoder: nn.Module, action_dim: int, settings: SENSettings, action_proj_dim: int = 128):
         super().__init__()
-        widths = projector_widths(cfg, self.paper_projector)
+        widths = settings.projector_dims
         self.encoder = encoder
         self.projector = bn_projector(encoder.out_dim, widths)
         self.action_embedding = ActionEmbedding(action_dim, action_proj_dim)
         self.predictor = bn_projector(action_proj_dim + widths[-1], [widths[-1]])  # Linear(no bias) + BN
-        self.temperature = cfg.temperature
+        self.temperature = settings.temperature
 
     def shard_units(self) -> list[nn.Module]:
         return [self.projector, self.predictor]
@@ -39,4 +38,5 @@ class SEN(Method):
         y1, y2 = self.projector(z1), self.projector(z2)
         prediction = self.predictor(torch.cat([self.action_embedding(action), y1], dim=1))
         prediction, y2 = gather_rows(prediction.float(), y2.float())
-        return MethodOutput(nt_xent(prediction, y2, self.temperature), z1, z2)
+        loss = nt_xent(prediction, y2, self.temperature)
+        return MethodOutput(loss, z1, z2, logs=detached(nt_xent=loss))

@@ -1,4 +1,5 @@
-"""seq-JEPA (Ghaemi et al., NeurIPS 2025), spec §1: the method this project is about, one `Method` among others.
+"""seq-JEPA (Ghaemi et al., NeurIPS 2025; docs/paper-and-original-code.md#model): the method this project is about, one
+`Method` among others.
 
 Encode M observed views -> pair each view embedding with the action that leaves it (the last view gets a zero
 action) -> prepend [AGG] -> transformer -> z_AGG -> predict the embedding of view M+1 from z_AGG and the
@@ -8,22 +9,25 @@ action view M -> M+1 -> cosine loss against the (EMA) target encoder's embedding
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer.methods.base import Method
+from trainer.methods.base import Method, detached
+from trainer.methods.catalog import SeqJEPASettings
 from trainer.model.components import ActionEmbedding, Aggregator, Predictor
 
 
-class SeqJEPAOutput(NamedTuple):  # a MethodOutput with more: its first five fields are the interface's
+class SeqJEPAOutput(NamedTuple):  # a MethodOutput with more: its first six fields are the interface's
     loss: torch.Tensor  # scalar, float32: 1 - mean cosine(prediction, target_emb)
-    z1: torch.Tensor  # (B, D) online encoder output of view 1 (spec §1.11)
+    z1: torch.Tensor  # (B, D) online encoder output of view 1 (docs/paper-and-original-code.md#returned-tensors)
     z2: torch.Tensor  # (B, D) of view 2, or the target's embedding of the prediction view when M = 1
     z_agg: torch.Tensor  # (B, E) the [AGG] output over the M observed views
     z_agg_single: torch.Tensor  # (B, 2, E) z_AGG of view 1 alone and of view 2 alone, no grad (leakage probe)
+    logs: dict[str, torch.Tensor]  # {"prediction": the loss, detached}
     z_enc: torch.Tensor  # (B, M, D) online encoder outputs of the observed views
     target_emb: torch.Tensor  # (B, D) target encoder output of view M+1, detached
     prediction: torch.Tensor  # (B, D)
@@ -36,19 +40,20 @@ def _pad_to_multiple(dim: int, extra: int, multiple: int) -> int:
 
 class SeqJEPA(Method):
     name = "seq_jepa"
-    has_aggregate = True
 
-    def __init__(self, encoder: nn.Module, action_dim: int, *, action_cond: bool = True,
-                 learn_action_embedding: bool = True, action_proj_dim: int = 128, num_heads: int = 4,
-                 num_layers: int = 3, mlp_ratio: float = 4.0, dropout: float = 0.1, pred_hidden: int = 1024,
-                 use_ema: bool = True, legacy_action_bn_zeros: bool = False, legacy_absolute_raw_actions: bool = False):
+    def __init__(self, encoder: nn.Module, action_dim: int, settings: Optional[SeqJEPASettings] = None,
+                 action_proj_dim: int = 128, *, use_ema: bool = True, **setting_values):
+        """`settings`: its config section (defaults if None); keywords set single settings of it instead
+        (`SeqJEPA(encoder, 4, num_layers=1)`); `use_ema`: ema.enabled."""
         super().__init__()
-        self.action_cond = action_cond
-        self.learn_action_embedding = learn_action_embedding
-        # The authors' augmentation/PLS path (spec §1.5, §1.12, §7.A8; README, differences): B zero rows in the
-        # action BN's batch, and the raw-action variant on absolute latents.
-        self.legacy_action_bn_zeros = legacy_action_bn_zeros
-        self.legacy_absolute_raw_actions = legacy_absolute_raw_actions
+        s = dataclasses.replace(settings or SeqJEPASettings(), **setting_values)
+        self.action_cond = s.action_cond
+        self.learn_action_embedding = s.learn_action_embedding
+        # The authors' augmentation/PLS path (README, differences;
+        # docs/paper-and-original-code.md#last-token-action, #variants, #a8-batchnorm-batch-composition): B zero rows
+        # in the action BN's batch, and the raw-action variant on absolute latents.
+        self.legacy_action_bn_zeros = s.legacy_action_bn_zeros
+        self.legacy_absolute_raw_actions = s.legacy_absolute_raw_actions
         self.feature_dim = encoder.out_dim  # D
         self.encoder = encoder
         self.target_encoder = None  # without EMA the target is the online encoder, detached
@@ -57,19 +62,23 @@ class SeqJEPA(Method):
 
         # Width of the action part of a token (0 without action conditioning).
         self.action_embedding = None
-        if not action_cond:
+        if not s.action_cond:
             self.action_width = 0
-        elif learn_action_embedding:
+        elif s.learn_action_embedding:
             self.action_embedding = ActionEmbedding(action_dim, action_proj_dim)
             self.action_width = action_proj_dim
         else:  # raw actions, zero-padded so that the token width splits evenly over the heads
-            self.action_width = _pad_to_multiple(self.feature_dim, action_dim, num_heads)
+            self.action_width = _pad_to_multiple(self.feature_dim, action_dim, s.num_heads)
         self.token_dim = self.feature_dim + self.action_width  # E
         self.aggregate_dim = self.token_dim
 
         self.agg_token = nn.Parameter(torch.zeros(1, 1, self.token_dim))
-        self.aggregator = Aggregator(self.token_dim, num_heads, num_layers, mlp_ratio, dropout)
-        self.predictor = Predictor(self.token_dim + self.action_width, pred_hidden, self.feature_dim)
+        self.aggregator = Aggregator(self.token_dim, s.num_heads, s.num_layers, s.mlp_ratio, s.dropout)
+        self.predictor = Predictor(self.token_dim + self.action_width, s.pred_hidden, self.feature_dim)
+
+    @classmethod
+    def from_config(cls, encoder: nn.Module, action_dim: int, config) -> SeqJEPA:
+        return cls(encoder, action_dim, config.method, config.model.action_proj_dim, use_ema=config.ema.enabled)
 
     def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [] if self.target_encoder is None else [(self.target_encoder, self.encoder)]
@@ -99,7 +108,8 @@ class SeqJEPA(Method):
         z1, z2 = z_enc[:, 0], (z_enc[:, 1] if M >= 2 else target_emb)
         with torch.no_grad():
             z_agg_single = self._single_view_aggregates(z1, z2)
-        return SeqJEPAOutput(loss, z1, z2, z_agg, z_agg_single, z_enc, target_emb, prediction)
+        return SeqJEPAOutput(loss, z1, z2, z_agg, z_agg_single, detached(prediction=loss), z_enc, target_emb,
+                             prediction)
 
     @torch.no_grad()
     def aggregate(self, z_enc: torch.Tensor, rel_actions: Optional[torch.Tensor],
@@ -107,7 +117,8 @@ class SeqJEPA(Method):
         """z_AGG for (B, M, D) encoder outputs and their (B, M, A) actions, for any M (no positional encoding).
 
         As in training the last token carries a zero action; `keep_last_action=True` gives it a_M too, so
-        z_AGG has seen every step of the path view 1 -> view M+1 (path integration, spec §4.8).
+        z_AGG has seen every step of the path view 1 -> view M+1
+        (path integration, docs/paper-and-original-code.md#path-integration).
         Runs in the module's current mode: call `model.eval()` first for evaluation.
         """
         return self._aggregate(z_enc, rel_actions, abs_actions, keep_last_action)
@@ -134,14 +145,17 @@ class SeqJEPA(Method):
         """(B, M, A) -> (B, M, action_width): token j carries the action leaving view j; the last token carries 0
         unless `keep_last_action`."""
         M = rel_actions.shape[1]
-        if self.legacy_absolute_raw_actions:  # every token its view's absolute latent, none zeroed (spec §1.12)
+        if self.legacy_absolute_raw_actions:  # every token its view's absolute latent, none zeroed
+            # (docs/paper-and-original-code.md#variants)
             return self._embed_actions(abs_actions[:, :M])
         if self.legacy_action_bn_zeros and not keep_last_action:  # a_M replaced by zeros before the action BN
             rel_actions = torch.cat([rel_actions[:, :-1], torch.zeros_like(rel_actions[:, -1:])], dim=1)
-        embedded = self._embed_actions(rel_actions)  # all M in one call: a_M shares the BN batch (spec §1.5)
+        embedded = self._embed_actions(rel_actions)  # all M in one call: a_M shares the BN batch
+        # (docs/paper-and-original-code.md#last-token-action)
         if keep_last_action:
             return embedded
-        # A new tensor, never an in-place write: the caller's actions stay intact (fixes spec §7.B4).
+        # A new tensor, never an in-place write: the caller's actions stay intact
+        # (fixes docs/paper-and-original-code.md#b4-raw-action-variant-zeroes-the-predictor-action).
         return torch.cat([embedded[:, :-1], torch.zeros_like(embedded[:, -1:])], dim=1)
 
     def _aggregate(self, z_enc: torch.Tensor, rel_actions: Optional[torch.Tensor],

@@ -1,6 +1,6 @@
-"""SIE (Garrido et al. 2023; spec §5): the representation is split into an invariant half and an equivariant
-half. The invariant projections of the two views are pulled together; the equivariant projection of view 2 is
-predicted by a matrix that a linear hyper-network computes from the raw relative action. VICReg's variance and
+"""SIE (Garrido et al. 2023; docs/paper-and-original-code.md#sie): the representation is split into an invariant half
+and an equivariant half. The invariant projections of the two views are pulled together; the equivariant projection of
+view 2 is predicted by a matrix that a linear hyper-network computes from the raw relative action. VICReg's variance and
 covariance terms regularise the concatenated projections (and the prediction's variance)."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer.config import MethodConfig
-from trainer.methods.base import Method, MethodOutput, projector_widths
+from trainer.methods.base import Method, MethodOutput, detached
+from trainer.methods.catalog import SIESettings
 from trainer.methods.gather import gather_rows
 from trainer.methods.heads import vicreg_projector
 from trainer.methods.losses import covariance_term, variance_term
@@ -39,18 +39,17 @@ class HyperLinearPredictor(nn.Module):
 
 class SIE(Method):
     name = "sie"
-    paper_projector = (1024, 1024, 1024)
 
-    def __init__(self, encoder: nn.Module, action_dim: int, cfg: MethodConfig, action_proj_dim: int = 128):
+    def __init__(self, encoder: nn.Module, action_dim: int, settings: SIESettings, action_proj_dim: int = 128):
         super().__init__()
-        widths = projector_widths(cfg, self.paper_projector)
+        widths = settings.projector_dims
         self.encoder = encoder
         self.inv_dim = encoder.out_dim // 2  # the first half is invariant, the rest equivariant
         self.projector_inv = vicreg_projector(self.inv_dim, widths)
         self.projector_equi = vicreg_projector(encoder.out_dim - self.inv_dim, widths)
         self.predictor = HyperLinearPredictor(action_dim, widths[-1])
-        self.inv_coeff, self.var_coeff, self.cov_coeff = cfg.inv_coeff, cfg.var_coeff, cfg.cov_coeff
-        self.equi_factor = cfg.equi_factor
+        self.inv_coeff, self.var_coeff, self.cov_coeff = settings.inv_coeff, settings.var_coeff, settings.cov_coeff
+        self.equi_factor = settings.equi_factor
 
     def shard_units(self) -> list[nn.Module]:
         return [self.projector_inv, self.projector_equi, self.predictor]
@@ -61,20 +60,23 @@ class SIE(Method):
         inv1, equi1 = self._project(z1)
         inv2, equi2 = self._project(z2)
         prediction = self.predictor(equi1, action)
-        loss = self._loss(*gather_rows(inv1, equi1, inv2, equi2, prediction.float()))
-        return MethodOutput(loss, z1, z2)
+        loss, terms = self._loss(*gather_rows(inv1, equi1, inv2, equi2, prediction.float()))
+        return MethodOutput(loss, z1, z2, logs=detached(**terms))
 
     def _project(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         inv, equi = z[:, :self.inv_dim], z[:, self.inv_dim:]
         return self.projector_inv(inv).float(), self.projector_equi(equi).float()
 
     def _loss(self, inv1: torch.Tensor, equi1: torch.Tensor, inv2: torch.Tensor, equi2: torch.Tensor,
-              prediction: torch.Tensor) -> torch.Tensor:
-        """On the global batch; variance and covariance see each view's [invariant | equivariant] projection."""
+              prediction: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss and its terms, on the global batch; variance and covariance see each view's
+        [invariant | equivariant] projection."""
         invariance = F.mse_loss(inv1, inv2)
         equivariance = F.mse_loss(prediction, equi2)
         y1, y2 = torch.cat([inv1, equi1], dim=1), torch.cat([inv2, equi2], dim=1)
         variance = (variance_term(y1) + variance_term(y2)) / 2 + variance_term(prediction) / 2
         covariance = covariance_term(y1) + covariance_term(y2)
-        return (self.inv_coeff * invariance + self.equi_factor * self.inv_coeff * equivariance
+        loss = (self.inv_coeff * invariance + self.equi_factor * self.inv_coeff * equivariance
                 + self.var_coeff * variance + self.cov_coeff * covariance)
+        return loss, {"invariance": invariance, "equivariance": equivariance, "variance": variance,
+                      "covariance": covariance}

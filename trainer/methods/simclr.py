@@ -7,8 +7,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from trainer.config import MethodConfig
-from trainer.methods.base import Method, MethodOutput, projector_widths
+from trainer.methods.base import Method, MethodOutput, detached
+from trainer.methods.catalog import SimCLRSettings
 from trainer.methods.gather import gather_rows
 from trainer.methods.heads import bn_projector
 from trainer.methods.losses import nt_xent
@@ -16,13 +16,12 @@ from trainer.methods.losses import nt_xent
 
 class SimCLR(Method):
     name = "simclr"
-    paper_projector = (2048, 2048, 2048)
 
-    def __init__(self, encoder: nn.Module, action_dim: int, cfg: MethodConfig, action_proj_dim: int = 128):
+    def __init__(self, encoder: nn.Module, action_dim: int, settings: SimCLRSettings, action_proj_dim: int = 128):
         super().__init__()
         self.encoder = encoder
-        self.projector = bn_projector(encoder.out_dim, projector_widths(cfg, self.paper_projector))
-        self.temperature = cfg.temperature
+        self.projector = bn_projector(encoder.out_dim, settings.projector_dims)
+        self.temperature = settings.temperature
 
     def shard_units(self) -> list[nn.Module]:
         return [self.projector]
@@ -31,4 +30,5 @@ class SimCLR(Method):
                 abs_actions: Optional[torch.Tensor] = None) -> MethodOutput:
         z1, z2, _ = self.encode_first_pair(views, rel_actions)
         y1, y2 = gather_rows(self.projector(z1).float(), self.projector(z2).float())
-        return MethodOutput(nt_xent(y1, y2, self.temperature), z1, z2)
+        loss = nt_xent(y1, y2, self.temperature)
+        return MethodOutput(loss, z1, z2, logs=detached(nt_xent=loss))

@@ -8,8 +8,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from trainer.config import MethodConfig
-from trainer.methods.base import Method, MethodOutput, projector_widths
+from trainer.methods.base import Method, MethodOutput, detached
+from trainer.methods.catalog import VICRegSettings
 from trainer.methods.gather import gather_rows
 from trainer.methods.heads import vicreg_projector
 from trainer.methods.losses import vicreg_terms
@@ -17,13 +17,12 @@ from trainer.methods.losses import vicreg_terms
 
 class VICReg(Method):
     name = "vicreg"
-    paper_projector = (2048, 2048, 2048)
 
-    def __init__(self, encoder: nn.Module, action_dim: int, cfg: MethodConfig, action_proj_dim: int = 128):
+    def __init__(self, encoder: nn.Module, action_dim: int, settings: VICRegSettings, action_proj_dim: int = 128):
         super().__init__()
         self.encoder = encoder
-        self.projector = vicreg_projector(encoder.out_dim, projector_widths(cfg, self.paper_projector))
-        self.inv_coeff, self.var_coeff, self.cov_coeff = cfg.inv_coeff, cfg.var_coeff, cfg.cov_coeff
+        self.projector = vicreg_projector(encoder.out_dim, settings.projector_dims)
+        self.inv_coeff, self.var_coeff, self.cov_coeff = settings.inv_coeff, settings.var_coeff, settings.cov_coeff
 
     def shard_units(self) -> list[nn.Module]:
         return [self.projector]
@@ -34,4 +33,5 @@ class VICReg(Method):
         y1, y2 = gather_rows(self.projector(z1).float(), self.projector(z2).float())
         invariance, variance, covariance = vicreg_terms(y1, y2)
         loss = self.inv_coeff * invariance + self.var_coeff * variance + self.cov_coeff * covariance
-        return MethodOutput(loss, z1, z2)
+        return MethodOutput(loss, z1, z2, logs=detached(invariance=invariance, variance=variance,
+                                                        covariance=covariance))

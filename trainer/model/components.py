@@ -1,4 +1,5 @@
-"""The three small parts of seq-JEPA around the encoder: action embedding, aggregator, predictor (spec §1.6-1.9)."""
+"""The three small parts of seq-JEPA around the encoder: action embedding, aggregator, predictor
+(docs/paper-and-original-code.md#action-projection, #tokens-and-agg, #aggregator, #predictor)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from trainer.model.batchnorm import BatchNorm1d
 
 
 class ActionEmbedding(nn.Module):
-    """g(a) = BN(W a): no bias, and a BN without affine parameters, as in the paper's code (spec §1.6)."""
+    """g(a) = BN(W a): no bias, and a BN without affine parameters, as in the paper's code
+    (docs/paper-and-original-code.md#action-projection)."""
 
     def __init__(self, action_dim: int, out_dim: int):
         super().__init__()
@@ -24,7 +26,8 @@ class ActionEmbedding(nn.Module):
 
 
 class Aggregator(nn.TransformerEncoder):
-    """Post-LN transformer encoder + an extra final LayerNorm; no positional encoding (spec §1.8).
+    """Post-LN transformer encoder + an extra final LayerNorm; no positional encoding
+    (docs/paper-and-original-code.md#aggregator).
 
     nn.TransformerEncoder deep-copies the layer, so all layers start from identical weights, as in the
     official code. `self.layers` is the per-block list a sharding wrapper wraps one by one.
@@ -37,7 +40,8 @@ class Aggregator(nn.TransformerEncoder):
 
 
 class Predictor(nn.Module):
-    """Linear(no bias) -> BN -> ReLU -> Linear; with hidden <= 0 a single Linear(no bias) -> BN (spec §1.9)."""
+    """Linear(no bias) -> BN -> ReLU -> Linear; with hidden <= 0 a single Linear(no bias) -> BN
+    (docs/paper-and-original-code.md#predictor)."""
 
     def __init__(self, in_dim: int, hidden: int, out_dim: int):
         super().__init__()

@@ -1,8 +1,9 @@
 """ResNet-18 with torchvision's module names and initialization (state dicts are interchangeable).
 
 The classifier is removed (`fc = Identity`), so the output is the 512-d globally pooled feature.
-`cifar_stem` replaces the 7x7/2 conv + max-pool by a 3x3/1 conv for 32-px images (spec §1.2); like the
-authors' replacement, that conv keeps PyTorch's default initialisation (uniform, std 1/sqrt(3 fan_in)).
+`cifar_stem` replaces the 7x7/2 conv + max-pool by a 3x3/1 conv for 32-px images
+(docs/paper-and-original-code.md#encoder); like the authors' replacement, that conv keeps PyTorch's default
+initialisation (uniform, std 1/sqrt(3 fan_in)).
 """
 
 from __future__ import annotations

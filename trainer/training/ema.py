@@ -1,4 +1,5 @@
-"""EMA of the online encoder into the target encoder (spec §1.3), shard-local under FSDP2."""
+"""EMA of the online encoder into the target encoder, shard-local under FSDP2
+(docs/paper-and-original-code.md#ema-target)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ def ema_decay_at(step: int, total_steps: int, base: float = 0.996, schedule: str
                  steps_per_epoch: int = 1) -> float:
     """Decay tau at `step`: cosine from `base` (step 0) to 1 (step = total_steps), or constant `base`.
 
-    legacy_cosine_per_epoch is the authors' (spec §1.3): tau follows the epoch, not the step, and a step uses
-    the value set after the step before it, so the first step of epoch e still uses epoch e-1's tau.
+    legacy_cosine_per_epoch is the authors' (docs/paper-and-original-code.md#ema-target): tau follows the epoch, not the
+    step, and a step uses the value set after the step before it, so the first step of epoch e still uses epoch e-1's
+    tau.
     """
     if schedule == "constant":
         return base

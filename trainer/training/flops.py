@@ -4,8 +4,8 @@ Why: samples/s alone cannot say whether a run is data-bound, communication-bound
 hardware's limit. MFU = achieved model FLOP/s / peak FLOP/s answers that across machines and precisions.
 
 * `step_flops` counts the FLOPs of one step of one rank ONCE, with `torch.utils.flop_counter` (matmuls,
-  convolutions, attention; elementwise ops are not counted, as in spec §8.2): the model's forward and
-  backward, the EMA target's forward, and the online probes' forward and backward (~0.2 %). The optimizer
+  convolutions, attention; elementwise ops are not counted, as in docs/paper-and-original-code.md#flops): the model's
+  forward and backward, the EMA target's forward, and the online probes' forward and backward (~0.2 %). The optimizer
   step and the EMA update are elementwise over the parameters, once per step: AdamW ~10 FLOPs per trainable
   parameter (~0.3 GFLOP for ResNet-18 seq-JEPA's 27 M), the EMA lerp ~3 per target parameter (~0.03 GFLOP),
   against ~12 GFLOP per sequence times the batch: negligible, not counted. The count runs on a fresh model built on
@@ -30,7 +30,8 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from trainer.config import Config
-from trainer.methods import MethodOutput, build_model
+from trainer.methods.base import MethodOutput
+from trainer.methods.build import build_model
 from trainer.methods.gather import local_rows_only
 from trainer.training.probes import OnlineProbes, probe_features, probe_loss
 

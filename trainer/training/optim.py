@@ -1,4 +1,5 @@
-"""Optimizer with weight-decay groups and the learning-rate schedule (spec §3.2-3.3)."""
+"""Optimizer with weight-decay groups and the learning-rate schedule
+(docs/paper-and-original-code.md#the-original-optimiser, #effective-learning-rate-schedule)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ def lr_at(step: int, steps_per_epoch: int, total_steps: int, cfg: OptimConfig) -
 
     cosine: per-step linear warm-up from start_lr to lr, then cosine decay to final_lr.
     legacy_constant: the official code's effective behaviour, a per-epoch warm-up and then a
-    constant lr (its cosine scheduler is overwritten at every epoch start, spec §3.3).
+    constant lr (its cosine scheduler is overwritten at every epoch start,
+    docs/paper-and-original-code.md#effective-learning-rate-schedule).
     lr = 0 is the untrained floor of a comparison: 0 at every step, whatever start_lr and final_lr say.
     """
     if cfg.lr == 0:

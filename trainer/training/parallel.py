@@ -14,7 +14,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from torch.nn.parallel import DistributedDataParallel
 
-from trainer.methods import Method
+from trainer.methods.base import Method
 from trainer.model import encoder_blocks
 
 

@@ -2,11 +2,12 @@
 
 Probes read detached features, have their own optimizer, and never send gradients into the model.
 
-* invariance (classification, linear): `inv/acc_agg` on z_AGG, `inv/acc_enc` on one encoder output.
+* invariance (classification, linear): `val/inv/acc_agg` on z_AGG, `val/inv/acc_enc` on one encoder output.
 * equivariance (regression of the relative action view 1 -> view 2, R²):
-  `equi/r2_enc` from the encoder pair (z1, z2) and `equi/r2_agg` from the pair of single-view z_AGGs
+  `val/equi/r2_enc` from the encoder pair (z1, z2) and `val/equi/r2_agg` from the pair of single-view z_AGGs
   (leakage check: the aggregate should forget the transformation). The relative rotation is bilinear in
-  the two views' pose codes, so these are MLPs as in the paper's online probe (spec §3.6).
+  the two views' pose codes, so these are MLPs as in the paper's online probe
+  (docs/paper-and-original-code.md#online-probes).
 
 The `*_agg` probes exist only for a method with an aggregate (seq-JEPA); every method has the encoder ones.
 Validation metrics are reduced as sufficient statistics (sums), so they cover the whole split across
@@ -16,11 +17,12 @@ ranks exactly without gathering predictions.
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from trainer.metrics import summarise_r2
+from trainer.metric_names import VAL_ACC_AGG, VAL_ACC_ENC, VAL_LOSS, VAL_R2
+from trainer.stats import summarise_r2
+from trainer.training.sums import NamedSums, all_reduce_named
 
 
 def _mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
@@ -70,43 +72,42 @@ def probe_loss(pred: dict[str, torch.Tensor], label: torch.Tensor, action: torch
 
 
 class ProbeMetrics:
-    """Accumulates accuracy counts and per-dimension R² sums; `compute` all-reduces across ranks.
+    """Accumulates accuracy counts and per-dimension R² sums by name (`NamedSums`); `compute` all-reduces them
+    across ranks in one collective.
 
     R² per output dimension d: 1 - SSE_d / (Σy_d² - (Σy_d)²/n), averaged over dimensions, as
-    sklearn's r2_score with multioutput="uniform_average" (spec §4.5).
+    sklearn's r2_score with multioutput="uniform_average" (docs/paper-and-original-code.md#r-squared).
     """
 
     def __init__(self, action_dim: int, action_groups: dict[str, list[int]], device: torch.device,
                  kinds: tuple[str, ...] = ("enc", "agg")):
-        self.groups, self.kinds = action_groups, kinds
-        self.counts = torch.zeros(4, dtype=torch.float64, device=device)  # n, correct_agg, correct_enc, loss_sum
-        self.reg = {k: torch.zeros(3, action_dim, dtype=torch.float64, device=device) for k in kinds}
+        self.groups, self.kinds, self.device = action_groups, kinds, device
+        self.sums = NamedSums(device)
 
     def update(self, pred: dict, label: torch.Tensor, action: torch.Tensor, loss: torch.Tensor,
                weight: float = 1.0) -> None:
         """`weight=0` lets a rank that ran out of validation batches join the collectives harmlessly."""
         if weight == 0.0:
             return
-        n = label.numel()  # (counts stay on the device: no batch waits for it)
-        correct = {key: (pred[f"logits_{key}"].argmax(-1) == label).sum().double() for key in self.kinds}
-        zero = torch.zeros((), dtype=torch.float64, device=self.counts.device)
-        self.counts += torch.stack([torch.full_like(zero, n), correct.get("agg", zero), correct["enc"],
-                                    loss.double() * n])
+        n = label.numel()  # (sums stay on the device: no batch waits for them)
+        self.sums.add("n", n)
+        self.sums.add("loss_sum", loss.double() * n)
         y = action.double()
         for key in self.kinds:
+            self.sums.add(f"correct/{key}", (pred[f"logits_{key}"].argmax(-1) == label).sum())
             err = pred[f"action_{key}"].double() - y
-            self.reg[key] += torch.stack([y.sum(0), (y * y).sum(0), (err * err).sum(0)])
+            self.sums.add(f"sum_y/{key}", y.sum(0))
+            self.sums.add(f"sum_y2/{key}", (y * y).sum(0))
+            self.sums.add(f"sse/{key}", (err * err).sum(0))
 
     def compute(self) -> dict[str, float]:
-        stats = torch.cat([self.counts] + [self.reg[k].flatten() for k in self.kinds])
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(stats)
-        counts, rest = stats[:4], stats[4:]
-        n = counts[0].clamp(min=1)
-        metrics = {"inv/acc_enc": float(100 * counts[2] / n), "val/loss": float(counts[3] / n)}
-        if "agg" in self.kinds:
-            metrics["inv/acc_agg"] = float(100 * counts[1] / n)
-        for i, key in enumerate(self.kinds):
-            sum_y, sum_y2, sse = rest.view(len(self.kinds), 3, -1)[i]
-            metrics.update(summarise_r2(sse, sum_y2 - sum_y * sum_y / n, self.groups, f"equi/r2_{key}"))
+        totals = {k: torch.tensor(v, dtype=torch.float64)
+                  for k, v in all_reduce_named(self.sums.values, self.device).items()}
+        n = totals["n"].clamp(min=1)
+        metrics = {VAL_LOSS: float(totals["loss_sum"] / n)}
+        accuracy = {"enc": VAL_ACC_ENC, "agg": VAL_ACC_AGG}
+        for key in self.kinds:
+            metrics[accuracy[key]] = float(100 * totals[f"correct/{key}"] / n)
+            sum_y, sum_y2 = totals[f"sum_y/{key}"], totals[f"sum_y2/{key}"]
+            metrics.update(summarise_r2(totals[f"sse/{key}"], sum_y2 - sum_y * sum_y / n, self.groups, VAL_R2[key]))
         return metrics

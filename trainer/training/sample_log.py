@@ -1,4 +1,5 @@
-"""Which samples each step trained on, one JSON line per step and rank (`train.sample_log`).
+"""Which samples each step trained on, one JSON line per step and rank (`debug.sample_log`, written by the step
+hook `trainer.training.hooks.SampleLog`).
 
 A restored run replays the steps after its checkpoint and appends them again: a reader keeps the last
 line of each (rank, step), which is the one the final weights went through.
@@ -8,18 +9,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-
-
-class SampleLog:
-    """A step hook (`trainer.training.hooks`): appends the step's sample keys to `<folder>/rank<r>.jsonl`."""
-
-    def __init__(self, folder: str, rank: int):
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        self.path = Path(folder) / f"rank{rank}.jsonl"
-
-    def after_step(self, epoch: int, step: int, batch: dict) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"epoch": epoch, "step": step, "keys": batch["sample_keys"]}) + "\n")
 
 
 def read_sample_log(folder: str | Path) -> dict[tuple[int, int], tuple[int, list[str]]]:

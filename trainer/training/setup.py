@@ -6,7 +6,7 @@ import torch
 
 from data_pipeline import SequenceLoader
 from trainer.config import Config
-from trainer.methods import build_model
+from trainer.methods.build import build_model
 from trainer.training.optim import build_optimizer
 from trainer.training.parallel import parallelize, replicate
 from trainer.training.probes import OnlineProbes

@@ -3,7 +3,7 @@
 * Sharded over the ranks (DCP, resharded on load): the model (online encoder, EMA target, aggregator,
   predictor), its optimizer, the online probes and their optimizer: `state_dict`/`load_state_dict`.
 * Per rank (`rank_<r>.pt`): the torch, CUDA and Python RNG states (dropout draws from the torch
-  generator), the training loader's position inside the epoch, and the half-filled logging window.
+  generator), the training loader's position inside the epoch, and the half-filled logging window's sums.
 * Once (`trainer_state.json`): epoch, step, batches done in the epoch, world size, loader workers, config.
 
 The LR and EMA schedules are functions of the step; the loader workers' random streams are derived from
@@ -13,10 +13,12 @@ the batch after the saved step, so its loss curve and final weights match an uni
 
 from __future__ import annotations
 
+import math
 import random
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch.distributed.checkpoint.stateful import Stateful
@@ -33,6 +35,8 @@ from trainer.checkpointing.dcp import (
 )
 from trainer.checkpointing.run_folders import checkpoints_of_run
 from trainer.errors import CheckpointError
+from trainer.metric_names import TRAIN_LOSS
+from trainer.training.sums import NamedSums
 
 
 def seed_rank(seed: int, rank: int) -> None:
@@ -42,29 +46,50 @@ def seed_rank(seed: int, rank: int) -> None:
 
 
 @dataclass
-class LossWindow:
-    """This rank's training losses since the last logged step (kept across a mid-epoch checkpoint).
+class MetricWindow:
+    """This rank's per-step metrics since the last logged step (kept across a mid-epoch checkpoint).
 
-    Summed on the device in float64 (what Python's float sum of the float32 losses gives, bit for bit), so a
-    step never waits for the device; the logging window reads the mean once.
+    Summed by name on the device in float64 (for the loss: what Python's float sum of the float32 losses gives,
+    bit for bit), so a step never waits for the device; the logging window reads their means once. Whether a
+    step's loss was not finite is kept beside them (a count, and the first such step), never read per step.
     """
 
-    loss_sum: float | torch.Tensor = 0.0
+    sums: NamedSums = field(default_factory=NamedSums)
     steps: int = 0
+    nonfinite: torch.Tensor | float = 0.0  # steps whose loss was not finite
+    first_nonfinite: torch.Tensor | None = None  # the first of them (inf: none)
 
-    def add(self, loss: torch.Tensor) -> None:
-        self.loss_sum = self.loss_sum + loss.double()
+    def add_step(self, step: int, metrics: dict[str, torch.Tensor]) -> None:
+        """`metrics` of step `step` (device scalars, `train/loss` among them)."""
+        for name, value in metrics.items():
+            self.sums.add(name, value)
+        bad = ~torch.isfinite(metrics[TRAIN_LOSS])
+        self.nonfinite = self.nonfinite + bad.double()
+        this = torch.where(bad, float(step), math.inf).double()
+        self.first_nonfinite = this if self.first_nonfinite is None else torch.minimum(self.first_nonfinite, this)
         self.steps += 1
 
-    def mean(self) -> torch.Tensor:
-        return torch.as_tensor(self.loss_sum, dtype=torch.float64) / self.steps
+    def means(self) -> dict[str, torch.Tensor]:
+        return {name: value / self.steps for name, value in self.sums.values.items()}
 
     def reset(self) -> None:
-        self.loss_sum, self.steps = 0.0, 0
+        self.sums, self.steps = NamedSums(self.sums.device), 0
+        self.nonfinite, self.first_nonfinite = 0.0, None
+
+    def to_state(self) -> dict:
+        return {"steps": self.steps, "sums": self.sums.to_state()}
+
+    @classmethod
+    def from_state(cls, state: dict | list, device: torch.device) -> MetricWindow:
+        if isinstance(state, list):  # a checkpoint of version 0.1: [loss sum, steps]
+            state = {"steps": state[1], "sums": {TRAIN_LOSS: state[0]}}
+        return cls(NamedSums.from_state(state["sums"], device), int(state["steps"]))
 
 
 @dataclass
 class TrainState(Stateful):
+    """What a step changes. Every field is in `CHECKPOINTED`, under the part of a checkpoint that holds it."""
+
     model: torch.nn.Module  # may be sharded (FSDP2) or wrapped (DDP)
     optimizer: torch.optim.Optimizer
     probes: torch.nn.Module
@@ -74,8 +99,21 @@ class TrainState(Stateful):
     epoch: int = 0  # the epoch in progress
     step: int = 0  # optimizer steps taken
     batches_done: int = 0  # batches of `epoch` trained
-    window: LossWindow = field(default_factory=LossWindow)
+    window: MetricWindow = field(init=False)  # the logging window's sums so far, on the device
     restored_from: Path | None = None  # the checkpoint this state came from; None: a fresh start
+
+    # Which part of a checkpoint holds each field: sharded over the ranks through DCP (`_sharded`), per rank
+    # (`rank_state`, read back in `_continue_after`), once (the `meta` of `save`, read back in `_continue_after`),
+    # or none. A new field goes here and into the methods of its part (README, "Extending").
+    CHECKPOINTED: ClassVar[dict[str, tuple[str, ...]]] = {
+        "sharded": ("model", "optimizer", "probes", "probe_optimizer"),
+        "per_rank": ("loader", "window"),  # the loader's position in the epoch
+        "once": ("epoch", "step", "batches_done"),
+        "not_saved": ("device", "restored_from"),
+    }
+
+    def __post_init__(self):
+        self.window = MetricWindow(NamedSums(self.device))  # sums where the steps' metrics are
 
     # -- the sharded part, through DCP ------------------------------------------------------------------
 
@@ -94,7 +132,7 @@ class TrainState(Stateful):
 
     def rank_state(self) -> dict:
         state = {"torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
-                 "position": self.loader.position.to_dict(), "window": [float(self.window.loss_sum), self.window.steps]}
+                 "position": self.loader.position.to_dict(), "window": self.window.to_state()}
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         return state
@@ -152,7 +190,7 @@ class TrainState(Stateful):
             self._load_rng(mine)
             if not epoch_done:
                 self.loader.resume_from(position)
-                self.window = LossWindow(float(mine["window"][0]), int(mine["window"][1]))
+                self.window = MetricWindow.from_state(mine["window"], self.device)
             return
         # Another layout: the weights and optimizer reshard; the random streams and the data order cannot carry over.
         seed_rank(seed + self.step, rank)

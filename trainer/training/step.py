@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import torch
+from torch.distributed.tensor import DTensor
 
+from trainer.metric_names import GRAD_NORM, LOSS_TERM_PREFIX, TRAIN_LOSS
 from trainer.training.ema import ema_update_
 from trainer.training.optim import set_lr
 from trainer.training.parallel import unwrap
@@ -13,16 +15,16 @@ from trainer.training.state import TrainState
 
 
 def train_step(state: TrainState, batch: dict, lr: float, ema_decay: float, grad_clip: float | None,
-               bf16: bool) -> torch.Tensor:
-    """`batch` is on the device and normalised (`trainer.data.to_device`); returns the detached float32 loss."""
+               bf16: bool) -> dict[str, torch.Tensor]:
+    """`batch` is on the device and normalised (`trainer.data.to_device`); returns the step's metrics as detached
+    device scalars: the loss, its terms as the method reports them, the gradient norm before clipping."""
     rel_actions = batch["rel_actions"]
     set_lr(state.optimizer, lr)
     with autocast(state.device, bf16):
         out = state.model(batch["views"], rel_actions, batch["actions"])
     state.optimizer.zero_grad(set_to_none=True)
     out.loss.backward()
-    if grad_clip is not None:
-        torch.nn.utils.clip_grad_norm_(state.model.parameters(), grad_clip)
+    grad_norm = gradient_norm(state.model, grad_clip)
     state.optimizer.step()
 
     for target, online in unwrap(state.model).ema_pairs():
@@ -34,7 +36,21 @@ def train_step(state: TrainState, batch: dict, lr: float, ema_decay: float, grad
     state.probe_optimizer.zero_grad(set_to_none=True)
     loss.backward()
     state.probe_optimizer.step()
-    return out.loss.detach().float()
+    terms = {f"{LOSS_TERM_PREFIX}{name}": value for name, value in (out.logs or {}).items()}
+    return {TRAIN_LOSS: out.loss.detach().float(), GRAD_NORM: grad_norm, **terms}
+
+
+def gradient_norm(model: torch.nn.Module, clip: float | None) -> torch.Tensor:
+    """The global L2 norm of the gradients (over every rank's shards), clipping them to `clip` if given; no host
+    sync. Without clipping the gradients are left untouched."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    if clip is not None:
+        norm = torch.nn.utils.clip_grad_norm_(params, clip)
+    else:
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+    if isinstance(norm, DTensor):  # FSDP2: each rank holds the norm of its shards
+        norm = norm.full_tensor()
+    return norm.detach().float()
 
 
 def synthetic_batch(batch: int, num_views: int, channels: int, side: int, action_dim: int, num_classes: int,

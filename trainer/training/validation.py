@@ -6,7 +6,8 @@ import torch
 import torch.distributed as dist
 
 from trainer.data import to_device
-from trainer.metrics import effective_rank
+from trainer.metric_names import VAL_EFF_RANK
+from trainer.stats import effective_rank
 from trainer.training.parallel import unwrap
 from trainer.training.precision import autocast
 from trainer.training.probes import ProbeMetrics, probe_features
@@ -48,8 +49,7 @@ def validate(state: TrainState, loader, normalise: tuple[torch.Tensor, torch.Ten
     state.model.train()
     state.probes.train()
     result = metrics.compute()
-    if features["enc"]:
-        result["train/eff_rank_enc"] = effective_rank(torch.cat(features["enc"]))
-    if features["agg"]:
-        result["train/eff_rank_agg"] = effective_rank(torch.cat(features["agg"]))
+    for kind, rows in features.items():
+        if rows:
+            result[VAL_EFF_RANK[kind]] = effective_rank(torch.cat(rows))
     return result

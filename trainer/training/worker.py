@@ -25,7 +25,8 @@ from data_pipeline import SequenceLoader
 from trainer.checkpointing.dcp import disk_full, full_encoder_state
 from trainer.config import Config, config_from_dict
 from trainer.data import DeviceFeed, build_loader, normalisation
-from trainer.errors import CheckpointError
+from trainer.errors import CheckpointError, TrainingDiverged
+from trainer.metric_names import DATA_WAIT_FRAC, SAMPLES_PER_S
 from trainer.tracking import MetricsLogger
 from trainer.training.ema import ema_decay_at
 from trainer.training.flops import batch_step_flops, mfu_metrics, peak_flops
@@ -36,6 +37,7 @@ from trainer.training.preemption import StopCheck
 from trainer.training.setup import train_state_for
 from trainer.training.state import TrainState
 from trainer.training.step import train_step
+from trainer.training.sums import all_reduce_named
 from trainer.training.validation import validate
 
 
@@ -55,7 +57,9 @@ def run_epoch(w: Worker) -> bool:
     for batch in w.epoch_batches():
         lr = lr_at(state.step, w.steps_per_epoch, w.total_steps, w.config.optim)
         decay = ema_decay_at(state.step, w.total_steps, w.config.ema.decay, w.config.ema.schedule, w.steps_per_epoch)
-        state.window.add(train_step(state, batch, lr, decay, w.config.optim.grad_clip, w.bf16))
+        for hook in w.hooks:
+            hook.before_step(state.step + 1, batch)
+        state.window.add_step(state.step + 1, train_step(state, batch, lr, decay, w.config.optim.grad_clip, w.bf16))
         state.step += 1
         state.batches_done += 1
         for hook in w.hooks:
@@ -94,6 +98,7 @@ class Worker:
     wait_s: float = 0.0  # this window's time spent waiting for batches
     window_start: float = field(default_factory=time.perf_counter)
     stop_requested: bool = False  # as of the last logging window, on every rank alike
+    checkpoint_step: int | None = None  # the step of the run's latest checkpoint
 
     @property
     def total_steps(self) -> int:
@@ -174,36 +179,56 @@ def make_worker(loop_config: dict, rank: int, world: int, device: torch.device,
     normalise = normalisation(train_loader, device)
     return Worker(config, loop_config["config"], rank, world, state, val_loader, normalise, precision == "bf16",
                   logger, StopCheck(loop_config.get("stop_signal"), rank), build_hooks(config, rank, world, restored),
-                  steps_per_epoch, DeviceFeed(device, *normalise), peak)
+                  steps_per_epoch, DeviceFeed(device, *normalise), peak,
+                  checkpoint_step=state.step if restored else None)
 
 
 def log_window(w: Worker, lr: float, decay: float) -> None:
-    """The window's mean loss and data-wait share over all ranks, and the schedules, to MLflow (rank 0).
+    """The window's per-step means over all ranks (the loss, its terms, the gradient norm), its data-wait share
+    and the schedules, to MLflow (rank 0).
 
     The one place a step waits for the device: one all-reduce of everything the ranks must agree on (the
-    stop request included) and one read of its result.
+    stop request and the count of non-finite losses included) and one read of its result.
     """
     state = w.state
     elapsed = time.perf_counter() - w.window_start
-    skipped = state.loader.corrupt_samples + w.val_loader.corrupt_samples
-    host = torch.tensor([w.wait_s / elapsed, skipped, w.stop.local_request()], dtype=torch.float64)
-    if state.device.type == "cuda":  # page-locked: the copy need not wait for the steps still running
-        host = host.pin_memory()
-    values = torch.cat([state.window.mean().view(1).to(state.device), host.to(state.device, non_blocking=True)])
-    if dist.is_initialized():
-        dist.all_reduce(values)
-    loss_sum, wait_sum, skipped, stops = values.tolist()
-    loss_mean, wait_frac, w.stop_requested = loss_sum / w.world, wait_sum / w.world, stops > 0
-    if not math.isfinite(loss_mean):
-        raise FloatingPointError(f"training loss became {loss_mean} at step {state.step}; lower optim.lr or set "
-                                 "optim.grad_clip")
-    w.logger.log_metrics({"train/loss": loss_mean, "train/lr": lr, "train/ema_decay": decay,
-                          "train/samples_per_s": w.config.data.batch_size * state.window.steps / elapsed,
-                          "train/data_wait_frac": wait_frac, "train/epoch": state.epoch,
-                          "data/skipped_samples": skipped,
+    means = state.window.means()
+    host = {WAIT: w.wait_s / elapsed, SKIPPED: state.loader.corrupt_samples + w.val_loader.corrupt_samples,
+            STOPS: w.stop.local_request()}
+    totals = all_reduce_named({**means, **host, NONFINITE: state.window.nonfinite}, state.device)
+    stop_if_diverged(w, totals[NONFINITE])
+    w.stop_requested = totals[STOPS] > 0
+    w.logger.log_metrics({**{name: totals[name] / w.world for name in means}, "train/lr": lr,
+                          "train/ema_decay": decay,
+                          SAMPLES_PER_S: w.config.data.batch_size * state.window.steps / elapsed,
+                          DATA_WAIT_FRAC: totals[WAIT] / w.world, "train/epoch": state.epoch,
+                          "data/skipped_samples": totals[SKIPPED],
                           **mfu_metrics(w.step_flops, state.window.steps, elapsed, w.world, w.peak_flops)}, state.step)
     state.window.reset()
     w.wait_s, w.window_start = 0.0, time.perf_counter()
+
+
+# What else the window's all-reduce carries (summed over the ranks).
+WAIT, SKIPPED, STOPS, NONFINITE = DATA_WAIT_FRAC, "data/skipped_samples", "stop_requests", "nonfinite_losses"
+
+
+def stop_if_diverged(w: Worker, nonfinite: float | None = None) -> None:
+    """Stop with one line naming the first step whose loss was not finite on some rank, before anything of it is
+    logged or checkpointed. `nonfinite`: the ranks' count as the window's all-reduce gave it (None: reduce it
+    here, before a checkpoint). Naming the step costs a second collective, only when there is one to name."""
+    window = w.state.window
+    if nonfinite is None:
+        nonfinite = all_reduce_named({NONFINITE: window.nonfinite}, w.state.device)[NONFINITE]
+    if nonfinite == 0:
+        return
+    first = window.first_nonfinite if window.first_nonfinite is not None else torch.tensor(math.inf)
+    first = first.to(w.state.device, torch.float64).clone()
+    if dist.is_initialized():
+        dist.all_reduce(first, op=dist.ReduceOp.MIN)
+    at = f"step {int(first)}" if math.isfinite(first) else f"the steps up to {w.state.step}"
+    latest = f"the step {w.checkpoint_step} checkpoint" if w.checkpoint_step is not None else "no checkpoint yet"
+    raise TrainingDiverged(f"the training loss became NaN or infinite at {at}; stopped without checkpointing it "
+                           f"(the run keeps {latest}): lower optim.lr or set optim.grad_clip, then run again")
 
 
 def end_epoch(w: Worker) -> bool:
@@ -226,10 +251,13 @@ def end_epoch(w: Worker) -> bool:
 
 
 def checkpoint(w: Worker, metrics: dict) -> None:
-    """Every rank writes its share locally; Ray Train uploads them all and registers the checkpoint."""
+    """Every rank writes its share locally; Ray Train uploads them all and registers the checkpoint. Never of a
+    state whose loss went non-finite since the last logging window."""
+    stop_if_diverged(w)
     folder = w.state.save(w.config_tree, w.world, epoch_done=w.epoch_done)
     try:
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(folder)))
+        w.checkpoint_step = w.state.step
     except OSError as err:  # uploading into run.storage_path; Ray Train registers nothing half-written
         if not disk_full(err):
             raise
