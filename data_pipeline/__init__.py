@@ -23,6 +23,7 @@ _EXPORTS = {
     "upload_shard_set": "shards",
     "S3Options": "storage", "S3Store": "storage", "is_remote": "storage", "join": "storage",
     "StreamPosition": "position",
+    "RENDER_INPUTS": "sources.base", "render_planned": "sources.base",
 }
 __all__ = list(_EXPORTS)
 

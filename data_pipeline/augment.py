@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from data_pipeline import augment_ops as ops
 from data_pipeline.errors import DataError
+from data_pipeline.sources.base import RENDER_INPUTS
 
 CROP_ATTEMPTS = 10  # torchvision's RandomResizedCrop tries 10 boxes before its central fallback
 
@@ -276,7 +277,8 @@ def compose_batch(images, labels=None, *, num_views: int, generator: torch.Gener
                   out_size: int | None = None, observation: ObservationPipeline = ObservationPipeline(),
                   target: TargetPipeline = TargetPipeline(), blur: bool = True, legacy_view_norm: bool = False,
                   device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
-    """A training batch of augmented sequences (the trainer's batch contract).
+    """A training batch of augmented sequences (the trainer's batch contract): `plan_batch`, then `render_batch`
+    on `device` (default: the CPU).
 
     images: uint8 (B, H, W, 3) array/tensor, or a list of records {"image", "label"}.
     Returns views uint8 (B, V, 3, S, S) (first V-1 observation views, the target last), actions
@@ -285,21 +287,43 @@ def compose_batch(images, labels=None, *, num_views: int, generator: torch.Gener
     Parameters are drawn on the CPU generator, so a seed gives the same batch on every device;
     `blur=False` drops the blur op and its action coordinate (the original's --no-blur).
     """
+    planned = plan_batch(images, labels, num_views=num_views, generator=generator, observation=observation,
+                         target=target, blur=blur, legacy_view_norm=legacy_view_norm)
+    inputs = planned.pop(RENDER_INPUTS)
+    return {**render_batch(inputs, torch.device(device or "cpu"), out_size, observation, target), **planned}
+
+
+def plan_batch(images, labels=None, *, num_views: int, generator: torch.Generator | None = None,
+               observation: ObservationPipeline = ObservationPipeline(), target: TargetPipeline = TargetPipeline(),
+               blur: bool = True, legacy_view_norm: bool = False) -> dict:
+    """Every random draw of a batch (on the CPU generator), its actions and labels; under RENDER_INPUTS the source
+    images uint8 (B, 3, H, W) and the views' parameters (`obs`: B·(V-1) observation views, `tgt`: B targets)."""
     if num_views < 2:
         raise DataError(f"compose_batch needs num_views >= 2 (observations plus the target), got {num_views}")
     sources, labels = _images_and_labels(images, labels)
-    if device is not None:
-        sources = sources.to(device)
     b, _, height, width = sources.shape
-    size = out_size or height
     if not blur:
         observation, target = replace(observation, blur_p=0.0), replace(target, blur_p=0.0)
     obs = sample_view_params(b * (num_views - 1), observation, height, width, generator)
     tgt = sample_view_params(b, target, height, width, generator)
-    obs_views = apply_view_params(sources.repeat_interleave(num_views - 1, dim=0), obs, size, observation)
-    tgt_views = apply_view_params(sources, tgt, size, target)
-    views = torch.cat([obs_views.view(b, num_views - 1, 3, size, size), tgt_views.view(b, 1, 3, size, size)], 1)
     raw = torch.cat([raw_actions(obs, blur).view(b, num_views - 1, -1), raw_actions(tgt, blur).view(b, 1, -1)], 1)
     actions = normalise_actions(raw, height, width, legacy_view_norm)
-    return {"views": views, "actions": actions, "rel_actions": relative_actions(actions),
-            "path_actions": path_actions(actions), "label": labels, "orig": resize_images(sources, size)}
+    return {"actions": actions, "rel_actions": relative_actions(actions), "path_actions": path_actions(actions),
+            "label": labels, RENDER_INPUTS: {"sources": sources, "obs": obs, "tgt": tgt}}
+
+
+def render_batch(inputs: dict, device: torch.device, out_size: int | None = None,
+                 observation: ObservationPipeline = ObservationPipeline(),
+                 target: TargetPipeline = TargetPipeline()) -> dict[str, torch.Tensor]:
+    """`plan_batch`'s render inputs -> views uint8 (B, V, 3, S, S) and orig uint8 (B, 3, S, S) on `device`
+    (S = out_size, or the sources' side). No randomness: the same inputs give the same pixels anywhere the same
+    ops run."""
+    sources = inputs["sources"].to(device, non_blocking=True)
+    obs, tgt = inputs["obs"], inputs["tgt"]
+    b, _, height, _ = sources.shape
+    size = out_size or height
+    per_object = len(obs) // b
+    obs_views = apply_view_params(sources.repeat_interleave(per_object, dim=0), obs, size, observation)
+    tgt_views = apply_view_params(sources, tgt, size, target)
+    views = torch.cat([obs_views.view(b, per_object, 3, size, size), tgt_views.view(b, 1, 3, size, size)], 1)
+    return {"views": views, "orig": resize_images(sources, size)}

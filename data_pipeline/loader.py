@@ -231,7 +231,7 @@ def build_sequence_loader(shard_dir: str, *, composer: Composer | Callable[[Mani
                           shuffle_buffer: int = 1000, s3: S3Options | None = None,
                           resample_batches: int | None = None, shard_pattern: str | None = None,
                           worker_split: str = "shards", multiprocessing_context: str | None = None,
-                          pin_memory: bool = False) -> SequenceLoader:
+                          pin_memory: bool = False, render_in_loader: bool = True) -> SequenceLoader:
     """A SequenceLoader for one rank over the shard set in shard_dir (a path, file:// or s3:// URL).
 
     `composer` turns the set's samples into sequences (`data_pipeline.sources`): a Composer, a function of the
@@ -242,6 +242,9 @@ def build_sequence_loader(shard_dir: str, *, composer: Composer | Callable[[Mani
     rank yields exactly this many batches per epoch: any number of nodes, any number of shards.
     `shard_pattern`: a brace pattern naming the shards of the set to read (`shard-{000000..000009}.tar`).
     `pin_memory`: batches come in page-locked memory, for asynchronous copies to a GPU.
+    `render_in_loader=False`: batches hold the composer's render inputs (sources, drawn parameters) under
+    `RENDER_INPUTS` instead of views; `render_planned(loader.composer, batch, device)` renders them where they are
+    used, as the same ops would have here (the trainer's `data.render_on=device`).
     `worker_split` (val only): "shards" (default) gives each DataLoader worker its own shards, so the order of
     the batches depends on the number of workers; "batches" has every worker read all shards and render every
     N-th batch, so the batches (views, order) are the same for any number of workers (offline evaluation).
@@ -281,7 +284,8 @@ def build_sequence_loader(shard_dir: str, *, composer: Composer | Callable[[Mani
     spec = StreamSpec(shard_dir, tuple(shard_urls(shard_dir, manifest)), composer, num_views=num_views,
                       batch_size=batch_size, rank=rank, world_size=world_size, num_workers=num_workers, seed=seed,
                       train=train, shuffle_buffer=shuffle_buffer, s3=s3, resample_batches=resample_batches,
-                      worker_split=worker_split, multiprocessing_context=multiprocessing_context, pin_memory=pin_memory)
+                      worker_split=worker_split, multiprocessing_context=multiprocessing_context, pin_memory=pin_memory,
+                      render_in_loader=render_in_loader)
     loader = SequenceLoader(spec, manifest)
     if train and len(loader) == 0:
         raise DataError(f"{shard_dir}: some rank's loader workers hold fewer than batch_size={batch_size} samples "

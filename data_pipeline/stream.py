@@ -48,6 +48,7 @@ class StreamSpec:
     worker_split: str = "shards"
     multiprocessing_context: str | None = None
     pin_memory: bool = False
+    render_in_loader: bool = True  # False: batches carry their render inputs (`plan`), rendered where they are used
 
 
 class SkipCounter:
@@ -240,22 +241,23 @@ class SequenceStream(IterableDataset):
     def _compose(self, chunk: list, generator: torch.Generator) -> dict | None:
         """The chunk's batch; a record that only fails here (e.g. a view that does not decode) is skipped,
         counted, and the batch is composed from the others (None if none is left)."""
+        composer = self.spec.composer
+        make = composer.compose if self.spec.render_in_loader else composer.plan
         state = generator.get_state()
         try:
-            batch = self.spec.composer.compose([r for _, r in chunk], self.spec.num_views, generator)
-            return self._with_keys(batch, chunk)
+            return self._with_keys(make([r for _, r in chunk], self.spec.num_views, generator), chunk)
         except Exception:  # noqa: BLE001 - find the culprits one by one, then go on without them
             generator.set_state(state)
         good = []
         for index, (key, record) in enumerate(chunk):
             try:
-                self.spec.composer.compose([record], self.spec.num_views, torch.Generator().manual_seed(index))
+                make([record], self.spec.num_views, torch.Generator().manual_seed(index))
                 good.append((key, record))
             except Exception as err:  # noqa: BLE001
-                self.skips.skip(f"sample {key} ({type(self.spec.composer).__name__}.compose)", err)
+                self.skips.skip(f"sample {key} ({type(composer).__name__}.{make.__name__})", err)
         if not good:
             return None
-        return self._with_keys(self.spec.composer.compose([r for _, r in good], self.spec.num_views, generator), good)
+        return self._with_keys(make([r for _, r in good], self.spec.num_views, generator), good)
 
     @staticmethod
     def _with_keys(batch: dict, chunk: list) -> dict:

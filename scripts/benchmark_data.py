@@ -169,13 +169,14 @@ def main() -> None:
             loader_part(tmp / "loader", args.objects, args.batches)
         if args.only in (None, "datasets"):
             rows = parts.dataset_rates(tmp / "datasets", args.objects, args.batches * BATCH)
-            print(f"\n{'paper dataset (training composition)':<40} {'seq/CPU-s per process':>25} "
+            print(f"\n{'paper dataset (training composition)':<40} {'render_on':>9} {'seq/CPU-s per process':>22} "
                   f"{'GFLOP/seq':>10} {f'processes per H100 at {parts.ASSUMED_MFU:.0%} MFU bf16':>38}")
-            for name, rate, gflops, processes, _ in rows:
-                print(f"{name:<40} {rate:>25.0f} {gflops:>10.2f} {processes:>38.0f}")
-            print("\none loader process, CPU ms per sequence:")
-            for name, *_, stages in rows:
-                print(f"  {name}: " + ", ".join(f"{stage} {ms:.3f}" for stage, ms in stages.items()))
+            for name, mode, rate, gflops, processes, _ in rows:
+                print(f"{name:<40} {mode:>9} {rate:>22.0f} {gflops:>10.2f} {processes:>38.1f}")
+            print("\none loader process, CPU ms per sequence of each stage (render_on=device: read, decode, plan):")
+            for name, mode, *_, stages in rows:
+                if mode == parts.MODES[0]:
+                    print(f"  {name}: " + ", ".join(f"{stage} {ms:.3f}" for stage, ms in stages.items()))
         if args.only in (None, "extraction"):
             rows, stages = [], {}
             for name, (config_file, split, overrides) in parts.extraction_sets(tmp / "extraction",

@@ -7,13 +7,14 @@ slower than training's loader (it composes more views per sequence, and used to 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from pathlib import Path
 
 import torch
 
-from data_pipeline import build_sequence_loader, prepare_fashion_mnist_shards
+from data_pipeline import build_sequence_loader, prepare_fashion_mnist_shards, render_planned
 from data_pipeline.prepare import write_dataset
 from data_pipeline.storage import store_for
 from data_pipeline.stream import SkipCounter, read_raw_samples
@@ -70,24 +71,34 @@ def write_paper_sets(tmp: Path, objects: int) -> dict[str, tuple[str, str, int]]
             "STL-10 PLS 32 px foveae, 5 saccades": (str(out / "stl10" / "unlabeled"), "stl10_pls", 5)}
 
 
-def dataset_rates(tmp: Path, objects: int, sequences: int) -> list[tuple[str, float, float, float, dict]]:
-    """Per paper dataset: (name, sequences per CPU-second of one loader process, GFLOP per sequence of the recipe's
-    step, loader processes an H100 SXM needs at ASSUMED_MFU of its bf16 peak, CPU ms per sequence of each loader
-    stage). CPU time, not wall time: on a machine shared with other jobs the wall clock says more about them."""
+MODES = ("loader", "device")  # data.render_on: where the views are rendered
+
+
+def dataset_rates(tmp: Path, objects: int, sequences: int) -> list[tuple[str, str, float, float, float, dict]]:
+    """Per paper dataset and `data.render_on` mode: (name, mode, sequences per CPU-second of one loader process,
+    GFLOP per sequence of the recipe's step, loader processes an H100 SXM needs at ASSUMED_MFU of its bf16 peak,
+    CPU ms per sequence of each loader stage). In device mode a loader process reads, decodes and plans (every
+    random draw); the rendering moves to the training process's device. CPU time, not wall time: on a machine
+    shared with other jobs the wall clock says more about them."""
     peak = gpu_peak("NVIDIA H100 80GB HBM3", "bf16")[0]
     rows = []
     for name, (shards, recipe, views) in write_paper_sets(tmp, objects).items():
         config = load_config(CONFIGS / f"{recipe}.yaml")
-        loader = build_sequence_loader(shards, composer=composer_options(config), num_views=views, batch_size=64,
-                                       rank=0, world_size=1, num_workers=0, seed=0, train=True, shuffle_buffer=256)
-        torch.set_num_threads(1)  # one loader process: one core
-        rate = loader_rate(loader, sequences, clock=time.process_time, steady=False)
-        loader.set_epoch(0)
-        side = next(iter(loader))["views"].shape[-1]
-        flops = step_flops(config, loader.action_dim, loader.channels, loader.num_classes, 1, side, views)
-        stages = loader_stages(loader, views, 64, min(sequences, 1024))[0]
-        rows.append((name, rate, flops / 1e9, ASSUMED_MFU * peak / flops / rate, stages))
-        print(f"  {name}: {rate:.0f} seq/s per loader process, {flops / 1e9:.2f} GFLOP per sequence", flush=True)
+        flops, stages = None, None
+        for mode in MODES:
+            loader = build_sequence_loader(shards, composer=composer_options(config), num_views=views, batch_size=64,
+                                           rank=0, world_size=1, num_workers=0, seed=0, train=True,
+                                           shuffle_buffer=256, render_in_loader=mode == "loader")
+            torch.set_num_threads(1)  # one loader process: one core
+            rate = loader_rate(loader, sequences, clock=time.process_time, steady=False)
+            if flops is None:  # the first mode renders in the loader: its batches have views
+                loader.set_epoch(0)
+                side = next(iter(loader))["views"].shape[-1]
+                flops = step_flops(config, loader.action_dim, loader.channels, loader.num_classes, 1, side, views)
+                stages = loader_stages(loader, views, 64, min(sequences, 1024))[0]
+            rows.append((name, mode, rate, flops / 1e9, ASSUMED_MFU * peak / flops / rate, stages))
+            print(f"  {name}, rendered on the {mode}: {rate:.0f} seq/s per loader process, {flops / 1e9:.2f} GFLOP "
+                  "per sequence", flush=True)
     return rows
 
 
@@ -155,8 +166,9 @@ def extraction_rate(config, split: str, num_views: int, sequences: int, device: 
 
 def loader_stages(loader, num_views: int, batch_size: int, sequences: int) -> tuple[dict[str, float], list[dict]]:
     """CPU milliseconds per sequence of one loader process's stages, in-process and single-threaded as a worker:
-    reading the tar, decoding the samples (3DIEBench keeps its JPEGs until a view is drawn), rendering the views
-    (decoding the drawn JPEGs included); and the composed batches."""
+    reading the tar, decoding the samples (3DIEBench keeps its JPEGs until a view is drawn), planning (every random
+    draw, the actions; 3DIEBench: decoding the drawn JPEGs), rendering the views (what `data.render_on=device` moves
+    to the device), and the size of what a loader ships per sequence in each mode; and the composed batches."""
     skips, store, clock = SkipCounter(), store_for(loader.shard_dir, None), time.process_time
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -167,12 +179,29 @@ def loader_stages(loader, num_views: int, batch_size: int, sequences: int) -> tu
     records = [loader.composer.decode(s) for s in raw]
     t2 = clock()
     generator = torch.Generator().manual_seed(0)
-    batches = [loader.composer.compose(records[i:i + batch_size], num_views, generator)
-               for i in range(0, len(records), batch_size)]
+    plans = [loader.composer.plan(records[i:i + batch_size], num_views, generator)
+             for i in range(0, len(records), batch_size)]
     t3 = clock()
+    batches = [render_planned(loader.composer, plan, torch.device("cpu")) for plan in plans]
+    t4 = clock()
     torch.set_num_threads(threads)
     ms = 1e3 / len(records)
-    return {"read": (t1 - t0) * ms, "decode": (t2 - t1) * ms, f"render {num_views} views": (t3 - t2) * ms}, batches
+    shipped = {mode: sum(nbytes(b) for b in group) / len(records) / 1e3
+               for mode, group in (("loader", batches), ("device", plans))}
+    return {"read": (t1 - t0) * ms, "decode": (t2 - t1) * ms, "plan": (t3 - t2) * ms,
+            f"render {num_views} views": (t4 - t3) * ms, "KB shipped (loader mode)": shipped["loader"],
+            "KB shipped (device mode)": shipped["device"]}, batches
+
+
+def nbytes(value) -> int:
+    """The bytes of the tensors in a (nested) batch."""
+    if torch.is_tensor(value):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(nbytes(v) for v in value.values())
+    if dataclasses.is_dataclass(value):
+        return sum(nbytes(getattr(value, f.name)) for f in dataclasses.fields(value))
+    return 0
 
 
 def extraction_breakdown(config_file: Path | None, split: str, overrides: list[str], sequences: int

@@ -9,7 +9,14 @@ from typing import Iterable, Iterator
 
 import torch
 
-from data_pipeline import S3Options, SequenceLoader, build_sequence_loader, load_option_names
+from data_pipeline import (
+    RENDER_INPUTS,
+    S3Options,
+    SequenceLoader,
+    build_sequence_loader,
+    load_option_names,
+    render_planned,
+)
 from trainer.config import Config
 
 
@@ -26,6 +33,11 @@ def resolve_shards(shards: str) -> str:
     return str(Path(os.path.expanduser(path)).resolve())
 
 
+def renders_on_device(config: Config) -> bool:
+    """Whether the training process renders the views (`data.render_on`; auto: where the workers have GPUs)."""
+    return config.data.render_on == "device" or (config.data.render_on == "auto" and config.scaling.use_gpu)
+
+
 def build_loader(config: Config, split: str, rank: int, world_size: int) -> SequenceLoader:
     """The training loader (train split: shuffled, fresh views every epoch) or the validation one."""
     train = split == "train"
@@ -34,7 +46,8 @@ def build_loader(config: Config, split: str, rank: int, world_size: int) -> Sequ
     folder = config.data.train_split if train else split
     return _loader(config, folder, seq_len + 1, batch // world_size, rank, world_size, train,
                    resample_batches=config.train.steps_per_epoch if train and config.data.resample else None,
-                   shard_pattern=config.data.train_shards if train else None, pin_memory=config.scaling.use_gpu)
+                   shard_pattern=config.data.train_shards if train else None, pin_memory=config.scaling.use_gpu,
+                   render_in_loader=not renders_on_device(config))
 
 
 def build_frozen_view_loader(config: Config, split: str, num_views: int) -> SequenceLoader:
@@ -100,9 +113,13 @@ def normalisation(loader: SequenceLoader, device: torch.device) -> tuple[torch.T
     return tuple(torch.tensor(values, device=device).view(-1, 1, 1) for values in (loader.mean, loader.std))
 
 
-def to_device(batch: dict, device: torch.device, mean: torch.Tensor, std: torch.Tensor) -> dict:
+def to_device(batch: dict, device: torch.device, mean: torch.Tensor, std: torch.Tensor, composer=None) -> dict:
     """A loader batch with its uint8 views as normalised float (B, V, C, H, W) on the device (the last view is the
-    prediction target), and the actions and labels there too; other fields stay where they are."""
+    prediction target), and the actions and labels there too; other fields stay where they are. A batch that
+    carries render inputs instead of views (`data.render_on=device`) is rendered first, on the device, by the
+    loader's `composer`."""
+    if RENDER_INPUTS in batch:
+        batch = render_planned(composer, batch, device)
     views = batch["views"].to(device, non_blocking=True).float().div_(255.0).sub_(mean).div_(std)
     moved = {key: batch[key].to(device, non_blocking=True) for key in ("rel_actions", "actions", "label")}
     return {**batch, "views": views, **moved}
@@ -111,22 +128,23 @@ def to_device(batch: dict, device: torch.device, mean: torch.Tensor, std: torch.
 class DeviceFeed:
     """Loader batches -> device batches (`to_device`), for the training loop.
 
-    On CUDA each batch is copied (from the loader's page-locked memory) and normalised on a side stream, so the
-    copy overlaps the step the GPU is still computing (the loop does not wait for the device between steps);
-    the compute stream then waits for that copy only. On CPU a batch is converted when it is asked for.
+    On CUDA each batch is copied (from the loader's page-locked memory), rendered if it carries render inputs, and
+    normalised on a side stream, so the copy and the rendering overlap the step the GPU is still computing (the
+    loop does not wait for the device between steps); the compute stream then waits for that work only. On CPU a
+    batch is converted when it is asked for.
     """
 
-    def __init__(self, device: torch.device, mean: torch.Tensor, std: torch.Tensor):
-        self.device, self.mean, self.std = device, mean, std
+    def __init__(self, device: torch.device, mean: torch.Tensor, std: torch.Tensor, composer=None):
+        self.device, self.mean, self.std, self.composer = device, mean, std, composer
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
 
     def __call__(self, batches: Iterable[dict]) -> Iterator[dict]:
         for batch in batches:
             if self.stream is None:
-                yield to_device(batch, self.device, self.mean, self.std)
+                yield to_device(batch, self.device, self.mean, self.std, self.composer)
                 continue
             with torch.cuda.stream(self.stream):
-                moved = to_device(batch, self.device, self.mean, self.std)
+                moved = to_device(batch, self.device, self.mean, self.std, self.composer)
             compute = torch.cuda.current_stream(self.device)
             compute.wait_stream(self.stream)
             for value in moved.values():

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from data_pipeline.errors import DataError
-from data_pipeline.sources.base import decode_image, decode_label
+from data_pipeline.sources.base import RENDER_INPUTS, PlannedComposer, decode_image, decode_label
 from data_pipeline.transforms import (
     ACTION_DIM,
     ACTION_GROUPS,
@@ -31,7 +31,7 @@ from data_pipeline.transforms import (
 
 
 @dataclass(frozen=True)
-class AffineComposer:
+class AffineComposer(PlannedComposer):
     space: ActionSpace
     image_size: int  # side of the rendered views
     height: int  # the stored images' geometry and label range, from the manifest
@@ -84,17 +84,21 @@ class AffineComposer:
             raise ValueError(f"image is {image.dtype} {image.shape}, the manifest says uint8 {expected}")
         return image, decode_label(sample["label.cls"], self.num_classes)
 
-    def compose(self, records: list[tuple[np.ndarray, int]], num_views: int,
-                generator: torch.Generator) -> dict[str, torch.Tensor]:
+    def plan(self, records: list[tuple[np.ndarray, int]], num_views: int, generator: torch.Generator) -> dict:
+        """The actions and labels; to render: the source images (B, C, H, W) uint8 and their params (B, V, 6)."""
         images = torch.from_numpy(np.stack([image for image, _ in records]))
         images = images.unsqueeze(1) if images.dim() == 3 else images.permute(0, 3, 1, 2).contiguous()
         params = sample_params(len(records), num_views, self.space, generator)
         keep = self.dims if self.announced is not None else slice(None)
-        return {"views": render_views(images, params, self.image_size),
-                "actions": absolute_actions(params, self.space)[..., keep],
+        return {"actions": absolute_actions(params, self.space)[..., keep],
                 "rel_actions": relative_actions(params, self.space)[..., keep],
                 "path_actions": path_actions(params, self.space)[..., keep],
-                "label": torch.tensor([label for _, label in records], dtype=torch.int64)}
+                "label": torch.tensor([label for _, label in records], dtype=torch.int64),
+                RENDER_INPUTS: {"images": images, "params": params}}
+
+    def render(self, inputs: dict, device: torch.device) -> dict[str, torch.Tensor]:
+        images, params = (inputs[key].to(device, non_blocking=True) for key in ("images", "params"))
+        return {"views": render_views(images, params, self.image_size)}
 
 
 def build_composer(manifest, options) -> AffineComposer:

@@ -20,6 +20,7 @@ from PIL import Image
 from data_pipeline import augment
 from data_pipeline.augment import ObservationPipeline, TargetPipeline
 from data_pipeline.errors import DataError
+from data_pipeline.sources.base import PlannedComposer
 
 _LABEL = re.compile(rb"\s*[0-9]+\s*")
 
@@ -35,7 +36,7 @@ class ImageRecord:
 
 
 @dataclass(frozen=True)
-class AugmentationComposer:
+class AugmentationComposer(PlannedComposer):
     """Decodes image samples and composes them into augmented sequences; picklable (sent to workers)."""
 
     observation: ObservationPipeline = ObservationPipeline()
@@ -97,9 +98,9 @@ class AugmentationComposer:
             raise ValueError(f"label {label} outside 0..{self.num_classes - 1}")
         return ImageRecord(array, label)
 
-    def compose(self, records: list[ImageRecord], num_views: int,
-                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Records -> views uint8 (B, V, 3, S, S), actions (B, V, A), rel_actions (B, V-1, A), label, orig."""
+    def plan(self, records: list[ImageRecord], num_views: int, generator: torch.Generator | None = None) -> dict:
+        """Records -> actions (B, V, A), rel_actions (B, V-1, A), path_actions, label; to render: the source images
+        and the views' drawn parameters (`augment.plan_batch`)."""
         if not records:
             raise ValueError("compose needs at least one record")
         shapes = {record.image.shape for record in records}
@@ -107,9 +108,13 @@ class AugmentationComposer:
             raise ValueError(f"records of one batch must share an image shape, got {sorted(shapes)}")
         images = np.stack([record.image for record in records])
         labels = [record.label for record in records]
-        return augment.compose_batch(images, labels, num_views=num_views, generator=generator,
-                                     out_size=self.image_size, observation=self.observation, target=self.target,
-                                     blur=self.blur, legacy_view_norm=self.legacy_view_norm)
+        return augment.plan_batch(images, labels, num_views=num_views, generator=generator,
+                                  observation=self.observation, target=self.target, blur=self.blur,
+                                  legacy_view_norm=self.legacy_view_norm)
+
+    def render(self, inputs: dict, device: torch.device) -> dict[str, torch.Tensor]:
+        """views uint8 (B, V, 3, S, S) and orig uint8 (B, 3, S, S) on `device` (`augment.render_batch`)."""
+        return augment.render_batch(inputs, device, self.image_size, self.observation, self.target)
 
 
 def build_composer(manifest, options) -> AugmentationComposer:

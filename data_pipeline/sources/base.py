@@ -16,6 +16,15 @@ dataset's load-time options (its dataclass in `data_pipeline/datasets.py`); then
     composer.decode(sample)                          # dict of field bytes -> a record; raises on corrupt data
     composer.compose(records, num_views, generator)  # list of records -> the batch contract below
 
+Composing is two halves, so that the views can be rendered where the model runs (`data.render_on=device`):
+
+    composer.plan(records, num_views, generator)     # in the loader: every random draw, the actions and labels,
+                                                     # and under RENDER_INPUTS the sources and drawn parameters
+    composer.render(inputs, device)                  # the views (and any other rendered key) from those inputs,
+                                                     # on `device`: no randomness, batched tensor ops
+
+`compose` is `plan` then `render` on the CPU (`compose_planned`), so both places give the same batch.
+
 The batch contract (docs/paper-and-original-code.md#batch-contract): `views` uint8 (B, V, C, S, S), the last view the
 prediction target; `actions` float32 (B, V, A) absolute per view; `rel_actions` float32 (B, V-1, A), index j the action
 from view j to view j+1; `path_actions` float32 (B, V-1, A), index j the net action from view 0 to
@@ -47,13 +56,41 @@ class SourceSplit:
     dataset_info: dict
 
 
+RENDER_INPUTS = "render_inputs"  # a planned batch's key: what `render` turns into the views
+
+
 class Composer(Protocol):
     action_dim: int
     action_groups: dict[str, list[int]]
 
     def decode(self, sample: dict[str, bytes]) -> Any: ...
 
+    def plan(self, records: list, num_views: int, generator: torch.Generator) -> dict: ...
+
+    def render(self, inputs: Any, device: torch.device) -> dict[str, torch.Tensor]: ...
+
     def compose(self, records: list, num_views: int, generator: torch.Generator) -> dict[str, torch.Tensor]: ...
+
+
+class PlannedComposer:
+    """`compose` for a composer that has `plan` and `render` (a mixin for the frozen composer dataclasses)."""
+
+    def compose(self, records: list, num_views: int, generator: torch.Generator | None = None
+                ) -> dict[str, torch.Tensor]:
+        return compose_planned(self, records, num_views, generator)
+
+
+def compose_planned(composer: Composer, records: list, num_views: int,
+                    generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+    """`plan`, then `render` on the CPU: the batch a loader ships with `data.render_on=loader`."""
+    return render_planned(composer, composer.plan(records, num_views, generator), torch.device("cpu"))
+
+
+def render_planned(composer: Composer, planned: dict, device: torch.device) -> dict:
+    """A planned batch with its render inputs replaced by what they render to (the views first)."""
+    planned = dict(planned)
+    rendered = composer.render(planned.pop(RENDER_INPUTS), device)
+    return {**rendered, **planned}
 
 
 def encode_png(image: np.ndarray) -> bytes:

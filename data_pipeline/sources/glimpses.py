@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from data_pipeline.augment import sample_crop_boxes
 from data_pipeline.errors import DataError
-from data_pipeline.sources.base import decode_density_png, decode_image, decode_npy
+from data_pipeline.sources.base import RENDER_INPUTS, PlannedComposer, decode_density_png, decode_image, decode_npy
 
 IMAGE_FIELDS = ("image.png", "image.jpg")
 SALIENCY_FIELD = "saliency.npy"  # STL-10: float16 at the image size
@@ -154,7 +154,7 @@ def _renormalise(density: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class GlimpseComposer:
+class GlimpseComposer(PlannedComposer):
     """Records {"image", "saliency", "label"} -> batches of glimpse sequences (see the module docstring)."""
 
     fovea_size: int = 32  # F, the paper's --fovea-size (STL-10 hard-codes 32)
@@ -221,7 +221,8 @@ class GlimpseComposer:
 
     def _square_images(self, records: list[dict], generator: torch.Generator | None
                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Images float (B, 3, S, S) on [0, 1] and maps (B, S, S) (None without saliency): cropped or centred.
+        """Images (B, 3, S, S), centred squares as uint8, crops as float on [0, 1], and maps (B, S, S) (None
+        without saliency).
 
         Records differ in size (ImageNet), so the crop runs per record; everything after it is batched.
         """
@@ -256,19 +257,17 @@ class GlimpseComposer:
             top, left = (array.shape[0] - side) // 2, (array.shape[1] - side) // 2
             return array[top:top + side, left:left + side]
 
-        images = torch.from_numpy(np.stack([square(r["image"]) for r in records]))
-        images = images.permute(0, 3, 1, 2).float().div_(255.0)
+        images = torch.from_numpy(np.stack([square(r["image"]) for r in records])).permute(0, 3, 1, 2).contiguous()
         if not with_maps:
             return images, None
         uniform = np.full((side, side), 1.0 / side ** 2, dtype=np.float32)  # records without a map
         maps = np.stack([uniform if r["saliency"] is None else square(r["saliency"]) for r in records])
         return images, torch.from_numpy(maps.astype(np.float32))
 
-    def compose(self, records: list[dict], num_views: int, generator: torch.Generator | None = None
-                ) -> dict[str, torch.Tensor]:
-        """Records -> {"views" uint8 (B, N, 3, F, F), "actions" float32 (B, N, 2) = (row/S, col/S),
-        "rel_actions" float32 (B, N-1, 2), "path_actions" float32 (B, N-1, 2), "label" int64 (B,)}, N = num_views
-        glimpses."""
+    def plan(self, records: list[dict], num_views: int, generator: torch.Generator | None = None) -> dict:
+        """Records -> "actions" float32 (B, N, 2) = (row/S, col/S), "rel_actions" float32 (B, N-1, 2),
+        "path_actions" float32 (B, N-1, 2), "label" int64 (B,), N = num_views glimpses; to render: the square
+        images and the drawn fixations."""
         if num_views < 2:
             raise DataError(f"glimpse sequences need num_views >= 2 (observations plus the target), got {num_views}")
         if not records:
@@ -277,12 +276,20 @@ class GlimpseComposer:
         size = images.shape[-1]
         rows, cols = sample_fixations(maps, num_views, size, self.fovea_size, self.inhibition_of_return,
                                       generator, batch=len(records))
-        foveae = extract_foveae(images, rows, cols, self.fovea_size, self.legacy_transpose, self.fill)
-        views = foveae.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
         actions = torch.stack([rows, cols], dim=-1).float() / size
-        return {"views": views, "actions": actions, "rel_actions": actions[:, 1:] - actions[:, :-1],
+        return {"actions": actions, "rel_actions": actions[:, 1:] - actions[:, :-1],
                 "path_actions": actions[:, 1:] - actions[:, :1],  # net saccade displacement from glimpse 1
-                "label": torch.tensor([r["label"] for r in records], dtype=torch.int64)}
+                "label": torch.tensor([r["label"] for r in records], dtype=torch.int64),
+                RENDER_INPUTS: {"images": images, "rows": rows, "cols": cols}}
+
+    def render(self, inputs: dict, device: torch.device) -> dict[str, torch.Tensor]:
+        """"views" uint8 (B, N, 3, F, F): the foveae cut at the fixations, on `device`."""
+        images = inputs["images"].to(device, non_blocking=True)
+        if images.dtype == torch.uint8:
+            images = images.float().div_(255.0)
+        rows, cols = (inputs[key].to(device, non_blocking=True) for key in ("rows", "cols"))
+        foveae = extract_foveae(images, rows, cols, self.fovea_size, self.legacy_transpose, self.fill)
+        return {"views": foveae.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)}
 
 
 def build_composer(manifest, options) -> GlimpseComposer:

@@ -48,6 +48,8 @@ from PIL import Image
 
 from data_pipeline.errors import DataError
 from data_pipeline.sources.base import (
+    RENDER_INPUTS,
+    PlannedComposer,
     SourceSplit,
     decode_image,
     decode_label,
@@ -285,7 +287,7 @@ class ThreeDIERecord:
 
 
 @dataclass(frozen=True)
-class ThreeDIEComposer:
+class ThreeDIEComposer(PlannedComposer):
     """Shard samples of 3DIEBench -> batches of V-view sequences with rotation/colour actions."""
 
     latent_type: str = "rot"  # rot | rotcolor | color | all (docs/paper-and-original-code.md#3diebench-actions)
@@ -319,9 +321,9 @@ class ThreeDIEComposer:
         return ThreeDIERecord(views=views, view_ids=tuple(k for k, _ in found),
                               latents=latents.astype(np.float32), label=decode_label(label, NUM_CLASSES))
 
-    def compose(self, records: list[ThreeDIERecord], num_views: int,
-                generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """Draw num_views distinct views per object (draw order = sequence order), decode them, add actions."""
+    def plan(self, records: list[ThreeDIERecord], num_views: int, generator: torch.Generator) -> dict:
+        """Draw num_views distinct views per object (draw order = sequence order), decode them, add actions; to
+        render: the decoded views (B, V, 3, H, W) uint8 (still decoded here: see the README, "Feeding a GPU")."""
         if num_views < 1:
             raise ValueError(f"num_views must be at least 1, got {num_views}")
         images, latents = [], []
@@ -338,9 +340,13 @@ class ThreeDIEComposer:
         latents = torch.from_numpy(np.stack(latents))
         actions, rel_actions = latent_actions(latents, self.latent_type, self.canonical_quaternions)
         path = path_latent_actions(latents, self.latent_type, self.canonical_quaternions)
-        return {"views": torch.from_numpy(np.stack(images)).permute(0, 1, 4, 2, 3).contiguous(),
-                "actions": actions.float(), "rel_actions": rel_actions.float(), "path_actions": path.float(),
-                "label": torch.tensor([record.label for record in records], dtype=torch.int64)}
+        views = torch.from_numpy(np.stack(images)).permute(0, 1, 4, 2, 3).contiguous()
+        return {"actions": actions.float(), "rel_actions": rel_actions.float(), "path_actions": path.float(),
+                "label": torch.tensor([record.label for record in records], dtype=torch.int64),
+                RENDER_INPUTS: {"views": views}}
+
+    def render(self, inputs: dict, device: torch.device) -> dict[str, torch.Tensor]:
+        return {"views": inputs["views"].to(device, non_blocking=True)}
 
 
 def build_composer(manifest, options) -> ThreeDIEComposer:

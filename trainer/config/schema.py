@@ -45,6 +45,11 @@ class DataConfig:
     image_size: Optional[int] = None  # side of the views (fashion-mnist, cifar100, tinyimagenet); None: natural size
     batch_size: int = 256  # GLOBAL batch (sequences per optimizer step), split evenly across workers
     loader_workers: int = 1  # DataLoader worker processes per training worker
+    # Where the views are rendered: loader (the loader processes compose finished uint8 views), device (they ship
+    # the sources and every drawn parameter; the training process renders the views on its GPU, overlapped with the
+    # previous step: far fewer loader processes per GPU), auto (device when scaling.use_gpu). The same seed gives
+    # the same views either way.
+    render_on: Literal["auto", "loader", "device"] = "auto"
     shuffle_buffer: int = 2000  # samples held for shuffling inside each loader worker
     resample: bool = False  # draw train shards with replacement, train.steps_per_epoch batches per epoch on
     # every rank (any number of nodes or shards); false: one pass, shards split among ranks and workers

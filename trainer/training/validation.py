@@ -36,7 +36,7 @@ def validate(state: TrainState, loader, normalise: tuple[torch.Tensor, torch.Ten
     for _ in range(n_batches):
         nxt = next(iterator, None)
         weight = 1.0 if nxt is not None else 0.0
-        batch = to_device(nxt, state.device, *normalise) if nxt is not None else batch
+        batch = to_device(nxt, state.device, *normalise, loader.composer) if nxt is not None else batch
         rel_actions = batch["rel_actions"]
         with autocast(state.device, bf16):
             out = state.model(batch["views"], rel_actions, batch["actions"])

@@ -179,7 +179,7 @@ def make_worker(loop_config: dict, rank: int, world: int, device: torch.device,
     normalise = normalisation(train_loader, device)
     return Worker(config, loop_config["config"], rank, world, state, val_loader, normalise, precision == "bf16",
                   logger, StopCheck(loop_config.get("stop_signal"), rank), build_hooks(config, rank, world, restored),
-                  steps_per_epoch, DeviceFeed(device, *normalise), peak,
+                  steps_per_epoch, DeviceFeed(device, *normalise, train_loader.composer), peak,
                   checkpoint_step=state.step if restored else None)
 
 
