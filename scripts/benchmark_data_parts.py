@@ -194,11 +194,15 @@ def loader_stages(loader, num_views: int, batch_size: int, sequences: int) -> tu
 
 
 def nbytes(value) -> int:
-    """The bytes of the tensors in a (nested) batch."""
+    """The bytes of the tensors and byte strings in a (nested) batch."""
     if torch.is_tensor(value):
         return value.numel() * value.element_size()
+    if isinstance(value, bytes):
+        return len(value)
     if isinstance(value, dict):
         return sum(nbytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(nbytes(v) for v in value)
     if dataclasses.is_dataclass(value):
         return sum(nbytes(getattr(value, f.name)) for f in dataclasses.fields(value))
     return 0

@@ -114,6 +114,28 @@ def decode_image(data: bytes, mode: str | None = None) -> np.ndarray:
         return np.asarray(image).copy()
 
 
+def looks_like_jpeg(data: bytes) -> bool:
+    """Starts with a JPEG's SOI marker and ends with its EOI (trailing padding allowed): catches a truncated file
+    for the price of two byte comparisons (a loader checks what the training process will decode)."""
+    return data[:2] == b"\xff\xd8" and data.rstrip(b"\x00")[-2:] == b"\xff\xd9"
+
+
+def decode_jpegs(blobs: list[bytes], device: torch.device) -> torch.Tensor:
+    """JPEG bytes -> uint8 RGB (N, 3, H, W) on `device`: on CUDA with nvJPEG where torchvision is installed (the
+    optional `gpu` extra), batched; elsewhere with Pillow in this process, then copied there. Every image must have
+    the same size."""
+    if device.type == "cuda":
+        try:
+            from torchvision.io import ImageReadMode, decode_jpeg
+        except ImportError:  # the CPU install: no torchvision (README, quick start)
+            decode_jpeg = None
+        if decode_jpeg is not None:
+            data = [torch.frombuffer(bytearray(blob), dtype=torch.uint8) for blob in blobs]
+            return torch.stack(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
+    images = np.stack([decode_image(blob, "RGB") for blob in blobs])
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device, non_blocking=True)
+
+
 def encode_npy(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)

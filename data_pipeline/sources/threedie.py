@@ -51,12 +51,13 @@ from data_pipeline.sources.base import (
     RENDER_INPUTS,
     PlannedComposer,
     SourceSplit,
-    decode_image,
+    decode_jpegs,
     decode_label,
     decode_npy,
     encode_jpeg,
     encode_label,
     encode_npy,
+    looks_like_jpeg,
 )
 from data_pipeline.sources.threedie_actions import (
     ACTION_GROUPS,
@@ -322,31 +323,37 @@ class ThreeDIEComposer(PlannedComposer):
                               latents=latents.astype(np.float32), label=decode_label(label, NUM_CLASSES))
 
     def plan(self, records: list[ThreeDIERecord], num_views: int, generator: torch.Generator) -> dict:
-        """Draw num_views distinct views per object (draw order = sequence order), decode them, add actions; to
-        render: the decoded views (B, V, 3, H, W) uint8 (still decoded here: see the README, "Feeding a GPU")."""
+        """Draw num_views distinct views per object (draw order = sequence order) and add their actions; to render:
+        the drawn views' JPEG bytes, decoded where they are rendered (`render`)."""
         if num_views < 1:
             raise ValueError(f"num_views must be at least 1, got {num_views}")
-        images, latents = [], []
+        jpegs, latents = [], []
         for record in records:
             if len(record.views) < num_views:
                 raise ValueError(f"a sample has {len(record.views)} views (ids {list(record.view_ids)}) but "
                                  f"num_views={num_views} distinct ones were asked for; lower the sequence length")
             drawn = torch.randperm(len(record.views), generator=generator)[:num_views].tolist()
-            images.append(np.stack([decode_image(record.views[i], "RGB") for i in drawn]))
+            for i in drawn:
+                if not looks_like_jpeg(record.views[i]):
+                    raise ValueError(f"view {record.view_ids[i]} is not a complete JPEG")
+            jpegs += [record.views[i] for i in drawn]
             latents.append(record.latents[drawn])
-        shapes = {image.shape[1:] for image in images}
-        if len(shapes) > 1:
-            raise ValueError(f"views of one batch differ in size: {sorted(shapes)}")
         latents = torch.from_numpy(np.stack(latents))
         actions, rel_actions = latent_actions(latents, self.latent_type, self.canonical_quaternions)
         path = path_latent_actions(latents, self.latent_type, self.canonical_quaternions)
-        views = torch.from_numpy(np.stack(images)).permute(0, 1, 4, 2, 3).contiguous()
         return {"actions": actions.float(), "rel_actions": rel_actions.float(), "path_actions": path.float(),
                 "label": torch.tensor([record.label for record in records], dtype=torch.int64),
-                RENDER_INPUTS: {"views": views}}
+                RENDER_INPUTS: {"jpegs": jpegs, "num_views": num_views}}
 
     def render(self, inputs: dict, device: torch.device) -> dict[str, torch.Tensor]:
-        return {"views": inputs["views"].to(device, non_blocking=True)}
+        """The drawn views decoded, uint8 (B, V, 3, H, W) on `device` (nvJPEG on CUDA where torchvision is
+        installed, else Pillow)."""
+        jpegs, num_views = inputs["jpegs"], int(inputs["num_views"])
+        try:
+            views = decode_jpegs(jpegs, device)
+        except Exception as err:  # noqa: BLE001 - PIL raises several kinds; sizes may differ (torch.stack)
+            raise ValueError(f"the drawn views do not decode to images of one size: {err}") from None
+        return {"views": views.view(len(jpegs) // num_views, num_views, *views.shape[1:])}
 
 
 def build_composer(manifest, options) -> ThreeDIEComposer:

@@ -3,6 +3,7 @@ views; a seed gives the same batch bit for bit, whichever process renders it and
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 
 import numpy as np
@@ -89,6 +90,16 @@ def test_a_loader_ships_the_source_once_instead_of_its_rendered_views():
     assert shipped < views.numel() * views.element_size() / 3  # 1 source of 28² instead of 4 views of 32²
 
 
+def test_3diebench_ships_the_drawn_views_jpegs_and_refuses_a_truncated_one_in_the_loader():
+    composer, records = _threedie()
+    planned = composer.plan(records, 4, torch.Generator().manual_seed(0))
+    jpegs = planned[RENDER_INPUTS]["jpegs"]
+    assert len(jpegs) == 3 * 4 and all(isinstance(blob, bytes) for blob in jpegs)  # bytes, not decoded pixels
+    broken = dataclasses.replace(records[0], views=tuple(view[:-20] for view in records[0].views))
+    with pytest.raises(ValueError, match="is not a complete JPEG"):
+        composer.plan([broken], 4, torch.Generator().manual_seed(0))
+
+
 def test_render_on_auto_means_the_device_where_the_workers_have_gpus():
     assert not renders_on_device(load_config())
     assert renders_on_device(load_config(None, ["data.render_on=device"]))
@@ -117,13 +128,16 @@ def test_the_trainers_device_batches_are_the_same_in_both_modes(fashion_mnist_sh
 @pytest.mark.parametrize("family", FAMILIES)
 def test_a_gpu_renders_a_plan_like_the_cpu(family):
     """Same inputs, the same ops on another device: views within one grey level (float rounding of the
-    resampling), everything else equal."""
+    resampling), everything else equal. 3DIEBench's JPEGs are decoded by nvJPEG there where torchvision is
+    installed, by libjpeg (Pillow) here: two IDCTs, so a looser bound (to be tightened with a GPU's figures)."""
     composer, records = FAMILIES[family]()
     planned = composer.plan(records, 4, torch.Generator().manual_seed(7))
     cpu = render_planned(composer, planned, CPU)
     gpu = render_planned(composer, planned, torch.device("cuda"))
     for key, value in cpu.items():
         if key in ("views", "orig"):
-            assert gpu[key].is_cuda and (value.int() - gpu[key].cpu().int()).abs().max() <= 1, key
+            diff = (value.int() - gpu[key].cpu().int()).abs()
+            bound = (16, 1.0) if family == "3diebench" else (1, 1.0)
+            assert gpu[key].is_cuda and diff.max() <= bound[0] and diff.float().mean() <= bound[1], key
         elif torch.is_tensor(value):
             assert torch.equal(value, gpu[key].cpu()), key
