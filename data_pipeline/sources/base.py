@@ -23,7 +23,7 @@ Composing is two halves, so that the views can be rendered where the model runs 
     composer.render(inputs, device)                  # the views (and any other rendered key) from those inputs,
                                                      # on `device`: no randomness, batched tensor ops
 
-`compose` is `plan` then `render` on the CPU (`compose_planned`), so both places give the same batch.
+`compose` is `plan` then `render` on the CPU (`PlannedComposer`), so both places give the same batch.
 
 The batch contract (docs/paper-and-original-code.md#batch-contract): `views` uint8 (B, V, C, S, S), the last view the
 prediction target; `actions` float32 (B, V, A) absolute per view; `rel_actions` float32 (B, V-1, A), index j the action
@@ -77,13 +77,8 @@ class PlannedComposer:
 
     def compose(self, records: list, num_views: int, generator: torch.Generator | None = None
                 ) -> dict[str, torch.Tensor]:
-        return compose_planned(self, records, num_views, generator)
-
-
-def compose_planned(composer: Composer, records: list, num_views: int,
-                    generator: torch.Generator | None) -> dict[str, torch.Tensor]:
-    """`plan`, then `render` on the CPU: the batch a loader ships with `data.render_on=loader`."""
-    return render_planned(composer, composer.plan(records, num_views, generator), torch.device("cpu"))
+        """`plan`, then `render` on the CPU: the batch a loader ships with `data.render_on=loader`."""
+        return render_planned(self, self.plan(records, num_views, generator), torch.device("cpu"))
 
 
 def render_planned(composer: Composer, planned: dict, device: torch.device) -> dict:

@@ -13,10 +13,9 @@ import sys
 from trainer.errors import ConfigError
 from trainer.methods.catalog import CATALOG, DEFAULT_METHOD
 
-SEQ_JEPA_KEYS = ("action_cond", "learn_action_embedding", "num_heads", "num_layers", "mlp_ratio", "dropout",
-                 "pred_hidden", "legacy_action_bn_zeros", "legacy_absolute_raw_actions")
 MOVED: dict[tuple[str, str], tuple[str, str]] = {
-    **{("model", key): (DEFAULT_METHOD, key) for key in SEQ_JEPA_KEYS},  # seq-JEPA, the default method
+    # seq-JEPA's own settings (the default method's section) were `model.*` keys
+    **{("model", key): (DEFAULT_METHOD, key) for key in CATALOG[DEFAULT_METHOD].setting_names()},
     ("faults", "exit_at_step"): ("debug", "exit_at_step"),
     ("faults", "exit_rank"): ("debug", "exit_rank"),
     ("train", "sample_log"): ("debug", "sample_log"),

@@ -22,7 +22,7 @@ import yaml
 from trainer.config import legacy
 from trainer.config.schema import Config
 from trainer.errors import ConfigError
-from trainer.methods.catalog import CATALOG, ema_readers, method_entry
+from trainer.methods.catalog import CATALOG, method_entry, methods_with_ema
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
 
@@ -251,12 +251,12 @@ def check_overrides_apply(config: Config, override_paths: list[list[str]]) -> No
             raise ConfigError(f"{key} is a setting of method {path[0]}, but model.method={entry.name}; drop it or "
                               f"set model.method={path[0]}")
         if path[0] == "ema" and entry.ema == "none":
-            raise ConfigError(f"{key} is read by the methods with an EMA target ({', '.join(ema_readers())}); "
+            readers = ", ".join(methods_with_ema("always", "switchable"))
+            raise ConfigError(f"{key} is read by the methods with an EMA target ({readers}); "
                               f"model.method={entry.name} has none: drop it")
         if path[:2] == ["ema", "enabled"] and entry.ema == "always":
-            switchable = ", ".join(name for name, e in CATALOG.items() if e.ema == "switchable")
-            raise ConfigError(f"ema.enabled is read by {switchable} only: model.method={entry.name} always keeps its "
-                              "EMA target; drop it")
+            raise ConfigError(f"ema.enabled is read by {', '.join(methods_with_ema('switchable'))} only: "
+                              f"model.method={entry.name} always keeps its EMA target; drop it")
 
 
 def to_dict(config: Config) -> dict:

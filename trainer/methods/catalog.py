@@ -225,6 +225,6 @@ def method_entry(name: str) -> MethodEntry:
     return CATALOG[name]
 
 
-def ema_readers() -> tuple[str, ...]:
-    """The methods that read `ema.*` (they keep an EMA target)."""
-    return tuple(name for name, entry in CATALOG.items() if entry.ema != "none")
+def methods_with_ema(*kinds: str) -> tuple[str, ...]:
+    """The methods whose EMA target is of one of `kinds` ("always", "switchable"): who reads `ema.*`."""
+    return tuple(name for name, entry in CATALOG.items() if entry.ema in kinds)

@@ -79,9 +79,9 @@ class ProbeMetrics:
     sklearn's r2_score with multioutput="uniform_average" (docs/paper-and-original-code.md#r-squared).
     """
 
-    def __init__(self, action_dim: int, action_groups: dict[str, list[int]], device: torch.device,
+    def __init__(self, action_groups: dict[str, list[int]], device: torch.device,
                  kinds: tuple[str, ...] = ("enc", "agg")):
-        self.groups, self.kinds, self.device = action_groups, kinds, device
+        self.groups, self.kinds = action_groups, kinds
         self.sums = NamedSums(device)
 
     def update(self, pred: dict, label: torch.Tensor, action: torch.Tensor, loss: torch.Tensor,
@@ -102,7 +102,7 @@ class ProbeMetrics:
 
     def compute(self) -> dict[str, float]:
         totals = {k: torch.tensor(v, dtype=torch.float64)
-                  for k, v in all_reduce_named(self.sums.values, self.device).items()}
+                  for k, v in all_reduce_named(self.sums.values, self.sums.device).items()}
         n = totals["n"].clamp(min=1)
         metrics = {VAL_LOSS: float(totals["loss_sum"] / n)}
         accuracy = {"enc": VAL_ACC_ENC, "agg": VAL_ACC_AGG}

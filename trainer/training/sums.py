@@ -23,9 +23,6 @@ class NamedSums:
         value = torch.as_tensor(value).to(self.device, torch.float64)
         self.values[name] = self.values[name] + value if name in self.values else value
 
-    def __contains__(self, name: str) -> bool:
-        return name in self.values
-
     def to_state(self) -> dict[str, list[float] | float]:
         """Plain numbers (a checkpoint's per-rank state): the one read of the device, at a checkpoint."""
         return {name: value.tolist() for name, value in self.values.items()}

@@ -17,8 +17,8 @@ RANK_SAMPLES = 2048  # encoder outputs per rank for the effective-rank monitor
 
 
 @torch.no_grad()
-def validate(state: TrainState, loader, normalise: tuple[torch.Tensor, torch.Tensor], action_dim: int,
-             action_groups: dict, max_batches: int | None, bf16: bool) -> dict[str, float]:
+def validate(state: TrainState, loader, normalise: tuple[torch.Tensor, torch.Tensor], action_groups: dict,
+             max_batches: int | None, bf16: bool) -> dict[str, float]:
     """Probe metrics and the collapse monitor over the validation split.
 
     Every rank runs the same number of forwards (FSDP2 forwards are collective); a rank whose share ran out
@@ -30,7 +30,7 @@ def validate(state: TrainState, loader, normalise: tuple[torch.Tensor, torch.Ten
     if dist.is_initialized():
         dist.all_reduce(n_batches, op=dist.ReduceOp.MAX)
     n_batches = int(n_batches) if max_batches is None else min(int(n_batches), max_batches)
-    metrics = ProbeMetrics(action_dim, action_groups, state.device, unwrap(state.probes).kinds)
+    metrics = ProbeMetrics(action_groups, state.device, unwrap(state.probes).kinds)
     features = {"enc": [], "agg": []}
     iterator, batch = iter(loader), None
     for _ in range(n_batches):

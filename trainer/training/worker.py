@@ -237,7 +237,7 @@ def end_epoch(w: Worker) -> bool:
     metrics = {"epoch": state.epoch, "step": state.step}
     last_epoch = state.epoch == train.epochs - 1
     if (state.epoch + 1) % train.eval_every_epochs == 0 or last_epoch:
-        metrics.update(validate(state, w.val_loader, w.normalise, state.loader.action_dim, state.loader.action_groups,
+        metrics.update(validate(state, w.val_loader, w.normalise, state.loader.action_groups,
                                 w.config.probe.val_batches, w.bf16))
         w.logger.log_metrics({k: v for k, v in metrics.items() if "/" in k}, state.step)
     stopping = not last_epoch and w.stop_requested  # as of the epoch's last step, which is always logged

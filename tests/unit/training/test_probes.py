@@ -21,7 +21,7 @@ def test_r2_and_accuracy_match_reference_over_several_batches():
     pred_agg = torch.randn(300, 3)
     label = torch.randint(0, 4, (300,))
     logits = torch.randn(300, 4)
-    metrics = ProbeMetrics(3, {"rotation": [0, 1], "scale": [2]}, torch.device("cpu"))
+    metrics = ProbeMetrics({"rotation": [0, 1], "scale": [2]}, torch.device("cpu"))
     for i in range(0, 300, 64):
         sl = slice(i, i + 64)
         pred = {"logits_agg": logits[sl], "logits_enc": torch.nn.functional.one_hot(label[sl], 4).float(),
@@ -38,7 +38,7 @@ def test_r2_and_accuracy_match_reference_over_several_batches():
 
 
 def test_zero_weight_batch_is_ignored_and_constant_dims_are_skipped():
-    metrics = ProbeMetrics(2, {"a": [0], "b": [1]}, torch.device("cpu"))
+    metrics = ProbeMetrics({"a": [0], "b": [1]}, torch.device("cpu"))
     y = torch.stack([torch.linspace(-1, 1, 10), torch.zeros(10)], 1)  # dim 1 disabled: constant
     pred = {"logits_agg": torch.zeros(10, 2), "logits_enc": torch.zeros(10, 2), "action_enc": y, "action_agg": y}
     metrics.update(pred, torch.zeros(10, dtype=torch.long), y, torch.tensor(1.0))
