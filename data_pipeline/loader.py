@@ -42,7 +42,8 @@ class SequenceLoader:
 
     def __init__(self, spec: StreamSpec, manifest: Manifest):
         self.spec, self.manifest = spec, manifest
-        self.counts = [s.num_samples for s in manifest.shards]
+        # Sequences per shard and pass: a training pass draws `draws_per_sample` sequences from each sample.
+        self.counts = [s.num_samples * spec.draws_per_sample for s in manifest.shards]
         self.epoch = 0
         self._position: StreamPosition | None = None  # after the last batch yielded (train)
         self._resume: StreamPosition | None = None  # where the next iteration starts, once
@@ -231,7 +232,8 @@ def build_sequence_loader(shard_dir: str, *, composer: Composer | Callable[[Mani
                           shuffle_buffer: int = 1000, s3: S3Options | None = None,
                           resample_batches: int | None = None, shard_pattern: str | None = None,
                           worker_split: str = "shards", multiprocessing_context: str | None = None,
-                          pin_memory: bool = False, render_in_loader: bool = True) -> SequenceLoader:
+                          pin_memory: bool = False, render_in_loader: bool = True,
+                          draws_per_sample: int = 1) -> SequenceLoader:
     """A SequenceLoader for one rank over the shard set in shard_dir (a path, file:// or s3:// URL).
 
     `composer` turns the set's samples into sequences (`data_pipeline.sources`): a Composer, a function of the
@@ -245,6 +247,10 @@ def build_sequence_loader(shard_dir: str, *, composer: Composer | Callable[[Mani
     `render_in_loader=False`: batches hold the composer's render inputs (sources, drawn parameters) under
     `RENDER_INPUTS` instead of views; `render_planned(loader.composer, batch, device)` renders them where they are
     used, as the same ops would have here (the trainer's `data.render_on=device`).
+    `draws_per_sample` (train only): one pass reads each sample once and draws that many sequences from it (each
+    with its own views), spread through the shuffle so that no batch holds one sample twice (but for a worker's
+    last few batches, once fewer than a batch of samples is left to draw from): an epoch (one pass) then has that
+    many times the sequences, for the same reading and decoding.
     `worker_split` (val only): "shards" (default) gives each DataLoader worker its own shards, so the order of
     the batches depends on the number of workers; "batches" has every worker read all shards and render every
     N-th batch, so the batches (views, order) are the same for any number of workers (offline evaluation).
@@ -263,6 +269,8 @@ def build_sequence_loader(shard_dir: str, *, composer: Composer | Callable[[Mani
          f"resample_batches must be >= 1 and for a training loader, got {resample_batches} (train={train})"),
         (worker_split not in ("shards", "batches") or (worker_split == "batches" and train),
          f"worker_split must be 'shards', or 'batches' for a loader with train=False, got {worker_split!r}"),
+        (draws_per_sample < 1 or (draws_per_sample > 1 and not train),
+         f"draws_per_sample must be >= 1, and 1 for a loader with train=False, got {draws_per_sample}"),
         (multiprocessing_context not in (None, "fork", "spawn", "forkserver"),
          f"multiprocessing_context must be fork, spawn, forkserver or None, got {multiprocessing_context!r}"),
     ] if bad]
@@ -285,7 +293,7 @@ def build_sequence_loader(shard_dir: str, *, composer: Composer | Callable[[Mani
                       batch_size=batch_size, rank=rank, world_size=world_size, num_workers=num_workers, seed=seed,
                       train=train, shuffle_buffer=shuffle_buffer, s3=s3, resample_batches=resample_batches,
                       worker_split=worker_split, multiprocessing_context=multiprocessing_context, pin_memory=pin_memory,
-                      render_in_loader=render_in_loader)
+                      render_in_loader=render_in_loader, draws_per_sample=draws_per_sample)
     loader = SequenceLoader(spec, manifest)
     if train and len(loader) == 0:
         raise DataError(f"{shard_dir}: some rank's loader workers hold fewer than batch_size={batch_size} samples "

@@ -7,6 +7,7 @@ loader can track its position for an exact resume. This module knows nothing of 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import multiprocessing
@@ -17,7 +18,6 @@ from typing import Iterable, Iterator
 
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
-from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from data_pipeline import sharding, storage
 from data_pipeline.errors import DataError, NotFound
@@ -25,6 +25,7 @@ from data_pipeline.position import StreamPosition
 from data_pipeline.shards import WRITE_HINT
 from data_pipeline.sources.base import Composer
 from data_pipeline.storage import S3Options
+from data_pipeline.tar_samples import tar_samples
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class StreamSpec:
     multiprocessing_context: str | None = None
     pin_memory: bool = False
     render_in_loader: bool = True  # False: batches carry their render inputs (`plan`), rendered where they are used
+    draws_per_sample: int = 1  # train: sequences drawn from each sample read (`_redrawn_shuffle`)
 
 
 class SkipCounter:
@@ -104,16 +106,15 @@ def read_raw_samples(path: str, store, skips: SkipCounter) -> Iterator[tuple[str
         hint = f"; {WRITE_HINT}" if isinstance(err, NotFound) else ""  # an outage is not the shards' fault
         raise DataError(f"shard listed in the manifest is unreadable: {err}{hint}") from None
 
-    def unreadable(err: Exception) -> bool:  # a broken tar: skip the rest of this shard
-        if isinstance(err, DataError):  # the store failed for good (retries spent): not corrupt data
-            raise err
-        skips.skip(path, err)
-        return True
-
+    name = path.rsplit("/", 1)[-1]
     with stream:
-        files = tar_file_expander([{"url": path, "stream": stream}], handler=unreadable)
-        for sample in group_by_keys(files, handler=unreadable):
-            yield f"{path.rsplit('/', 1)[-1]}/{sample.get('__key__')}", sample
+        try:
+            for sample in tar_samples(stream, path):
+                yield f"{name}/{sample['__key__']}", sample
+        except DataError:  # the store failed for good (retries spent): not corrupt data
+            raise
+        except Exception as err:  # noqa: BLE001 - a damaged tar (or bytes that are no tar): skip the rest of it
+            skips.skip(path, err)
 
 
 def decode_or_skip(composer: Composer, sample: dict, skips: SkipCounter):
@@ -136,6 +137,39 @@ def _shuffled(items: Iterable, buffer_size: int, rng: random.Random) -> Iterator
             yield buffer.pop()
     rng.shuffle(buffer)
     yield from buffer
+
+
+def _redrawn_shuffle(items: Iterable[tuple[str, object]], buffer_size: int, draws: int, spacing: int,
+                     rng: random.Random) -> Iterator[tuple[str, object]]:
+    """Streaming shuffle that emits every (key, record) `draws` times, as (`key#d`, record), d = 0..draws-1: one
+    read and decode of a sample serves that many sequences (each composed with its own random draws). After each
+    emission a record waits out `spacing` emissions before it may be drawn again, so a batch of `spacing`
+    consecutive sequences never holds one sample twice, except in the last `draws` batches of a stream, once fewer
+    than `spacing` samples are left to draw from."""
+    buffer: list[tuple[str, object, int]] = []
+    cooling: collections.deque = collections.deque()  # (emissions at which it may return, key, record, next draw)
+    emitted = 0
+
+    def emit() -> tuple[str, object]:
+        nonlocal emitted
+        if not buffer:  # only while draining the end of the stream
+            buffer.append(cooling.popleft()[1:])
+        i = rng.randrange(len(buffer))
+        buffer[i], buffer[-1] = buffer[-1], buffer[i]
+        key, record, draw = buffer.pop()
+        emitted += 1
+        if draw + 1 < draws:
+            cooling.append((emitted + spacing - 1, key, record, draw + 1))
+        while cooling and cooling[0][0] <= emitted:
+            buffer.append(cooling.popleft()[1:])
+        return f"{key}#{draw}", record
+
+    for key, record in items:
+        buffer.append((key, record, 0))
+        while len(buffer) >= buffer_size:
+            yield emit()
+    while buffer or cooling:
+        yield emit()
 
 
 def _batched(items: Iterable, size: int, drop_last: bool) -> Iterator[list]:
@@ -204,7 +238,11 @@ class SequenceStream(IterableDataset):
                                self.skips, barren_limit)
         if self.spec.train:
             rng = random.Random(sharding.derive_seed(*self.seed_keys, wid, sharding.SHUFFLE))
-            records = _shuffled(records, self.spec.shuffle_buffer, rng)
+            if self.spec.draws_per_sample > 1:
+                records = _redrawn_shuffle(records, self.spec.shuffle_buffer, self.spec.draws_per_sample,
+                                           self.spec.batch_size, rng)
+            else:
+                records = _shuffled(records, self.spec.shuffle_buffer, rng)
         for chunk_index, chunk in enumerate(_batched(records, self.spec.batch_size, drop_last=self.spec.train)):
             if chunk_index < self.start.done_chunks[wid]:
                 continue  # done before the resume: read (to keep the shuffle in step) but not rendered

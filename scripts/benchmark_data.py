@@ -20,7 +20,8 @@ worker's full step (ResNet-18, standard stem, 128 px, M = 3, batch 32, 2 threads
 the real sources; the sequences per CPU-second ONE loader process (in-process, one thread) delivers with the
 recipe's composition (CPU time: other jobs on a shared machine do not inflate it), the recipe step's FLOPs
 per sequence (`trainer.training.flops`), and the loader processes an H100 would need at an assumed 40 % MFU
-in bf16 (infra/README.md).
+in bf16 (infra/README.md); in the two `data.render_on` modes, and rendering on the device with 4 and 8 sequences
+drawn from each sample read (`data.draws_per_sample`).
 `extraction`: `python -m trainer.evaluate`'s feature extraction (the embedded default on Fashion-MNIST, and
 the 3DIEBench recipe on a 3DIEBench-like set): its loader alone and `extract_features` end to end (`--device
 cuda` on a GPU machine; on a CPU only the embedded default's), in-process (before) and with
@@ -169,13 +170,14 @@ def main() -> None:
             loader_part(tmp / "loader", args.objects, args.batches)
         if args.only in (None, "datasets"):
             rows = parts.dataset_rates(tmp / "datasets", args.objects, args.batches * BATCH)
-            print(f"\n{'paper dataset (training composition)':<40} {'render_on':>9} {'seq/CPU-s per process':>22} "
-                  f"{'GFLOP/seq':>10} {f'processes per H100 at {parts.ASSUMED_MFU:.0%} MFU bf16':>38}")
+            print(f"\n{'paper dataset (training composition)':<40} {'render_on, draws':>17} "
+                  f"{'seq/CPU-s per process':>22} {'GFLOP/seq':>10} "
+                  f"{f'processes per H100 at {parts.ASSUMED_MFU:.0%} MFU bf16':>38}")
             for name, mode, rate, gflops, processes, _ in rows:
-                print(f"{name:<40} {mode:>9} {rate:>22.0f} {gflops:>10.2f} {processes:>38.1f}")
+                print(f"{name:<40} {mode:>17} {rate:>22.0f} {gflops:>10.2f} {processes:>38.1f}")
             print("\none loader process, CPU ms per sequence of each stage (render_on=device: read, decode, plan):")
             for name, mode, *_, stages in rows:
-                if mode == parts.MODES[0]:
+                if mode == parts.MODES[0][0]:
                     print(f"  {name}: " + ", ".join(f"{stage} {ms:.3f}" for stage, ms in stages.items()))
         if args.only in (None, "extraction"):
             rows, stages = [], {}

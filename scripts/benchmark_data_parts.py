@@ -71,11 +71,13 @@ def write_paper_sets(tmp: Path, objects: int) -> dict[str, tuple[str, str, int]]
             "STL-10 PLS 32 px foveae, 5 saccades": (str(out / "stl10" / "unlabeled"), "stl10_pls", 5)}
 
 
-MODES = ("loader", "device")  # data.render_on: where the views are rendered
+# (data.render_on, data.draws_per_sample): where the views are rendered, and the sequences drawn from each sample
+# read (an epoch then has that many times the sequences: README "Data")
+MODES = (("loader", 1), ("device", 1), ("device", 4), ("device", 8))
 
 
 def dataset_rates(tmp: Path, objects: int, sequences: int) -> list[tuple[str, str, float, float, float, dict]]:
-    """Per paper dataset and `data.render_on` mode: (name, mode, sequences per CPU-second of one loader process,
+    """Per paper dataset and `MODES` entry: (name, mode, sequences per CPU-second of one loader process,
     GFLOP per sequence of the recipe's step, loader processes an H100 SXM needs at ASSUMED_MFU of its bf16 peak,
     CPU ms per sequence of each loader stage). In device mode a loader process reads, decodes and plans (every
     random draw); the rendering moves to the training process's device. CPU time, not wall time: on a machine
@@ -85,10 +87,12 @@ def dataset_rates(tmp: Path, objects: int, sequences: int) -> list[tuple[str, st
     for name, (shards, recipe, views) in write_paper_sets(tmp, objects).items():
         config = load_config(CONFIGS / f"{recipe}.yaml")
         flops, stages = None, None
-        for mode in MODES:
+        for render_on, draws in MODES:
             loader = build_sequence_loader(shards, composer=composer_options(config), num_views=views, batch_size=64,
                                            rank=0, world_size=1, num_workers=0, seed=0, train=True,
-                                           shuffle_buffer=256, render_in_loader=mode == "loader")
+                                           shuffle_buffer=256, render_in_loader=render_on == "loader",
+                                           draws_per_sample=draws)
+            mode = render_on if draws == 1 else f"{render_on}, {draws} draws"
             torch.set_num_threads(1)  # one loader process: one core
             rate = loader_rate(loader, sequences, clock=time.process_time, steady=False)
             if flops is None:  # the first mode renders in the loader: its batches have views
@@ -97,8 +101,8 @@ def dataset_rates(tmp: Path, objects: int, sequences: int) -> list[tuple[str, st
                 flops = step_flops(config, loader.action_dim, loader.channels, loader.num_classes, 1, side, views)
                 stages = loader_stages(loader, views, 64, min(sequences, 1024))[0]
             rows.append((name, mode, rate, flops / 1e9, ASSUMED_MFU * peak / flops / rate, stages))
-            print(f"  {name}, rendered on the {mode}: {rate:.0f} seq/s per loader process, {flops / 1e9:.2f} GFLOP "
-                  "per sequence", flush=True)
+            print(f"  {name}, render_on={render_on}, draws_per_sample={draws}: {rate:.0f} seq/s per loader process, "
+                  f"{flops / 1e9:.2f} GFLOP per sequence", flush=True)
     return rows
 
 

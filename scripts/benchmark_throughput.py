@@ -9,7 +9,10 @@
    On a CPU without native bf16, bf16 is emulated and measured over 2 steps only. Beside sequences/s: the
    step's achieved TFLOP/s (its FLOPs counted once by `trainer.training.flops.step_flops`) and the MFU against
    this CPU's peak (the best matmul/convolution rate, `peak_flops`), measured in the same precision and threads
-   right before each row; the peaks and the CPU's flags are printed.
+   right before each row; the peaks and the CPU's flags are printed. Then, per precision, the same step
+   compiled (`train.compile`, trainer/training/compile.py) beside eager, their timed steps interleaved (a
+   drifting load weighs on both alike): the compiled warm-up steps (the first compiles every block) apart from
+   the steady rate, and the ratio compiled/eager on the wall clock and per CPU-second.
 2. `loop`: one process, no Ray: the default config's loader + train_step (sequences/s, data-wait share).
 3. `ray`: the same config under Ray Train with 1 and with 2 workers (the figures the run logs to MLflow).
 Every setting gets the whole machine. All figures in one run are measured back to back on the same
@@ -83,36 +86,68 @@ def bench_ray(overrides: list[str], workers: int, steps: int) -> dict:
         return {"seq_per_s": last("train/samples_per_s"), "data_wait_frac": last("train/data_wait_frac")}
 
 
-def model_step_config(channels_last: bool = False):
+def model_step_config(channels_last: bool = False, compile: bool = False):
     """The paper's CIFAR setting: the schema's defaults (ResNet-18, 3 layers, 4 heads, ...) with the CIFAR stem."""
     from trainer.config import Config
 
     config = Config()
-    config.model.cifar_stem, config.train.channels_last = True, channels_last
+    config.model.cifar_stem, config.train.channels_last, config.train.compile = True, channels_last, compile
     return config
+
+
+def model_step_state(channels_last: bool = False, compile: bool = False, batch: int = 32, seq_len: int = 3):
+    """(the trainer's state, a synthetic batch) at the paper's CIFAR setting, 2 threads."""
+    from trainer.training.setup import build_train_state
+    from trainer.training.step import synthetic_batch
+
+    torch.set_num_threads(2)
+    device = torch.device("cpu")
+    state = build_train_state(model_step_config(channels_last, compile), device, action_dim=9, channels=3,
+                              num_classes=100)
+    return state, synthetic_batch(batch, seq_len + 1, 3, 32, 9, 100, device)
+
+
+def timed_step(state, data: dict, precision: str) -> tuple[float, float]:
+    """One trainer step (forward, backward, AdamW, EMA, probes): (wall seconds, CPU seconds of all threads)."""
+    from trainer.training.step import train_step
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    train_step(state, data, 1e-4, 0.996, None, bf16=precision == "bf16")
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def bench_model_step(precision: str, channels_last: bool = False, steps: int = 10, warmup: int = 3,
                      batch: int = 32, seq_len: int = 3, cpu_seconds: list | None = None) -> float:
-    """Median sequences/s of the trainer's full step (forward, backward, AdamW, EMA, probes) at the paper's CIFAR
-    setting, on a synthetic batch; `cpu_seconds` receives each timed step's CPU time (all threads)."""
-    from trainer.training.setup import build_train_state
-    from trainer.training.step import synthetic_batch, train_step
-
-    torch.set_num_threads(2)
-    config = model_step_config(channels_last)
-    device = torch.device("cpu")
-    state = build_train_state(config, device, action_dim=9, channels=3, num_classes=100)
-    data = synthetic_batch(batch, seq_len + 1, 3, 32, 9, 100, device)
+    """Median sequences/s of the trainer's full step at the paper's CIFAR setting, on a synthetic batch;
+    `cpu_seconds` receives each timed step's CPU time (all threads)."""
+    state, data = model_step_state(channels_last, batch=batch, seq_len=seq_len)
     times = []
     for i in range(warmup + steps):
-        t0, c0 = time.perf_counter(), time.process_time()
-        train_step(state, data, 1e-4, 0.996, None, bf16=precision == "bf16")
+        wall, cpu = timed_step(state, data, precision)
         if i >= warmup:
-            times.append(time.perf_counter() - t0)
+            times.append(wall)
             if cpu_seconds is not None:
-                cpu_seconds.append(time.process_time() - c0)
+                cpu_seconds.append(cpu)
     return batch / statistics.median(times)
+
+
+def bench_compiled_vs_eager(precision: str, steps: int = 10, warmup: int = 3, batch: int = 32) -> dict:
+    """The same step eager and compiled (`train.compile`), their timed steps interleaved (eager, compiled, eager,
+    ...) so that a load drifting on a shared machine weighs on both alike. Per kind: median sequences/s and
+    sequences per CPU-second; for the compiled one also its warm-up steps' wall seconds (the first compiles)."""
+    states = {kind: model_step_state(compile=kind == "compiled", batch=batch) for kind in ("eager", "compiled")}
+    result = {kind: {"wall": [], "cpu": [], "warmup_s": []} for kind in states}
+    for kind, (state, data) in states.items():
+        result[kind]["warmup_s"] = [timed_step(state, data, precision)[0] for _ in range(warmup)]
+    for _ in range(steps):
+        for kind, (state, data) in states.items():
+            wall, cpu = timed_step(state, data, precision)
+            result[kind]["wall"].append(wall)
+            result[kind]["cpu"].append(cpu)
+    for times in result.values():
+        times["seq_per_s"] = batch / statistics.median(times["wall"])
+        times["seq_per_cpu_s"] = batch / statistics.median(times["cpu"])
+    return result
 
 
 def model_step_flops() -> float:
@@ -139,7 +174,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("overrides", nargs="*", help="config overrides for the loop/ray parts")
     args = parser.parse_args()
-    rows, notes = [], []
+    rows, notes, compile_lines = [], [], []
     if args.only in (None, "model"):  # first, before Ray's daemons share the CPU
         per_sequence = model_step_flops()
         notes.append(f"step FLOPs (flop counter: fwd+bwd, EMA target fwd, probes): {per_sequence / 1e9:.2f} GFLOP "
@@ -158,6 +193,23 @@ def main() -> None:
                              f"{', channels_last' if channels_last else ''}{' (emulated)' if emulated else ''}",
                              rate, None, (rate * per_sequence / 1e12, rate * per_sequence / peak, peak,
                                           per_cpu_second / cpu_peak)))
+            if emulated:
+                continue
+            # Compiled beside eager in the plain layout (inductor picks the convolutions' layouts itself).
+            peak, cpu_peak = cpu_peaks(precision)
+            r = bench_compiled_vs_eager(precision)
+            for kind in ("eager", "compiled"):
+                rate = r[kind]["seq_per_s"]
+                rows.append((f"model step, ResNet-18 CIFAR stem 32px M=3 b32, {precision}, {kind}, interleaved",
+                             rate, None, (rate * per_sequence / 1e12, rate * per_sequence / peak, peak,
+                                          r[kind]["seq_per_cpu_s"] * per_sequence / cpu_peak)))
+            eager, compiled = r["eager"], r["compiled"]
+            ratio, cpu_ratio = (compiled[key] / eager[key] for key in ("seq_per_s", "seq_per_cpu_s"))
+            compile_lines.append(
+                f"{precision}: compiled/eager {ratio:.2f} on the wall clock, {cpu_ratio:.2f} per CPU-second "
+                f"({compiled['seq_per_cpu_s']:.1f} / {eager['seq_per_cpu_s']:.1f} sequences); warm-up steps "
+                f"compiled {', '.join(f'{t:.1f}' for t in compiled['warmup_s'])} s (the first compiles), eager "
+                f"{', '.join(f'{t:.1f}' for t in eager['warmup_s'])} s")
     if args.only in (None, "loop"):
         r = bench_plain_loop(args.overrides, args.steps)
         rows.append(("default config, 1 worker, plain loop", r["seq_per_s"], r["data_wait_frac"], None))
@@ -174,6 +226,8 @@ def main() -> None:
         flops = "" if mfu is None else (f"{mfu[0]:>8.3f} {100 * mfu[1]:>5.1f}% {mfu[2] / 1e12:>6.3f} "
                                         f"{100 * mfu[3]:>8.1f}%")
         print(f"{name:<76} {rate:>8.1f} {'' if wait is None else f'{100 * wait:9.1f}%':>10} {flops}")
+    for line in compile_lines:
+        print(line)
     if any(mfu is not None and mfu[1] > 1 for *_, mfu in rows):
         print("MFU above 100 %: the measured peak is the best of one matmul and one convolution, a lower bound of what "
               "this CPU's libraries reach on other shapes")

@@ -1,9 +1,9 @@
 """Load time for the augmentation-conditioned sources (CIFAR-100, Tiny-ImageNet;
 docs/paper-and-original-code.md#augmentation-actions, #cifar-100-dataset, #tiny-imagenet-dataset).
 
-A shard sample (`image.png` RGB, `label.cls`) decodes to an `ImageRecord`; a list of records
-composes into a batch of augmented sequences through `augment.compose_batch`: V-1 observation
-views and the target view last, each with its 9-d action (8 without blur), relative actions
+A shard sample (`image.npy` raw RGB, or `image.png` from the earlier writer; `label.cls`) decodes to an
+`ImageRecord`; a list of records composes into a batch of augmented sequences through `augment.compose_batch`:
+V-1 observation views and the target view last, each with its 9-d action (8 without blur), relative actions
 between consecutive views, the label, and the un-augmented image (`orig`).
 """
 
@@ -20,7 +20,7 @@ from PIL import Image
 from data_pipeline import augment
 from data_pipeline.augment import ObservationPipeline, TargetPipeline
 from data_pipeline.errors import DataError
-from data_pipeline.sources.base import PlannedComposer
+from data_pipeline.sources.base import RAW_IMAGE, PlannedComposer, decode_raw_image
 
 _LABEL = re.compile(rb"\s*[0-9]+\s*")
 
@@ -80,13 +80,17 @@ class AugmentationComposer(PlannedComposer):
 
     def decode(self, sample: dict[str, bytes]) -> ImageRecord:
         """One shard sample -> ImageRecord; ValueError on anything that is not what the writer wrote."""
-        missing = [key for key in ("image.png", "label.cls") if key not in sample]
+        image_field = RAW_IMAGE if RAW_IMAGE in sample else "image.png"  # PNG: shards of the earlier writer
+        missing = [key for key in (image_field, "label.cls") if key not in sample]
         if missing:
             raise ValueError(f"sample lacks {', '.join(missing)} (has {', '.join(sorted(sample))})")
-        with Image.open(io.BytesIO(sample["image.png"])) as image:
-            if image.format != "PNG" or image.mode != "RGB":
-                raise ValueError(f"image.png is a {image.format} in mode {image.mode}, expected an RGB PNG")
-            array = np.array(image)
+        if image_field == RAW_IMAGE:
+            array = decode_raw_image(sample[RAW_IMAGE])
+        else:
+            with Image.open(io.BytesIO(sample["image.png"])) as image:
+                if image.format != "PNG" or image.mode != "RGB":
+                    raise ValueError(f"image.png is a {image.format} in mode {image.mode}, expected an RGB PNG")
+                array = np.array(image)
         if self.source_size is not None and array.shape[:2] != self.source_size:
             raise ValueError(f"image is {array.shape[0]}x{array.shape[1]}, expected "
                              f"{self.source_size[0]}x{self.source_size[1]}")

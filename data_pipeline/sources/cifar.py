@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from data_pipeline.errors import DataError
-from data_pipeline.sources.base import SourceSplit, encode_label, encode_png
+from data_pipeline.sources.base import RAW_IMAGE, RAW_IMAGE_WHY, SourceSplit, encode_label, encode_npy
 
 FOLDER = "cifar-100-python"
 SPLIT_FILES = {"train": "train", "val": "test"}
@@ -27,7 +27,7 @@ NUM_CLASSES = 100
 MEAN = [0.5071, 0.4867, 0.4408]  # the original's Normalize values (docs/paper-and-original-code.md#cifar-100-dataset),
 # on [0, 1] intensities
 STD = [0.2675, 0.2565, 0.2761]
-FIELDS = {"image.png": f"uint8 RGB {SIDE}x{SIDE}, lossless PNG",
+FIELDS = {RAW_IMAGE: f"uint8 RGB {SIDE}x{SIDE}x3, {RAW_IMAGE_WHY}",
           "label.cls": f"fine class index 0..{NUM_CLASSES - 1}, ASCII decimal"}
 FIX_HINT = ("point the source at the extracted cifar-100-python folder (or its parent), from "
             "cifar-100-python.tar.gz at https://www.cs.toronto.edu/~kriz/cifar.html")
@@ -144,7 +144,7 @@ def dataset_info(class_names: list[str]) -> dict:
 
 
 def read_split(root: str | Path, split: str) -> SourceSplit:
-    """CIFAR-100 "train" (50,000) or "val" (the test set, 10,000) as `image.png` + `label.cls` samples."""
+    """CIFAR-100 "train" (50,000) or "val" (the test set, 10,000) as `image.npy` + `label.cls` samples."""
     if split not in SPLIT_FILES:
         raise DataError(f"CIFAR-100 has splits {', '.join(SPLIT_FILES)}, not {split!r}")
     root = find_root(root)
@@ -153,7 +153,7 @@ def read_split(root: str | Path, split: str) -> SourceSplit:
 
     def samples():
         for image, label in zip(images, labels):
-            yield {"image.png": encode_png(image), "label.cls": encode_label(label)}
+            yield {RAW_IMAGE: encode_npy(np.ascontiguousarray(image)), "label.cls": encode_label(label)}
 
     return SourceSplit(samples=samples(), num_samples=len(images), fields=dict(FIELDS),
                        dataset_info=dataset_info(class_names))

@@ -42,13 +42,21 @@ import torch.nn.functional as F
 
 from data_pipeline.augment import sample_crop_boxes
 from data_pipeline.errors import DataError
-from data_pipeline.sources.base import RENDER_INPUTS, PlannedComposer, decode_density_png, decode_image, decode_npy
+from data_pipeline.sources.base import (
+    RAW_IMAGE,
+    RENDER_INPUTS,
+    PlannedComposer,
+    decode_density_png,
+    decode_image,
+    decode_npy,
+    decode_raw_image,
+)
 
-IMAGE_FIELDS = ("image.png", "image.jpg")
+IMAGE_FIELDS = (RAW_IMAGE, "image.png", "image.jpg")  # STL-10: raw (PNG from the earlier writer); ImageNet: JPEG
 SALIENCY_FIELD = "saliency.npy"  # STL-10: float16 at the image size
 SALIENCY_PNG = "saliency.png"  # ImageNet: relative density at a fraction of the size (`encode_density_png`)
 LABEL_FIELD = "label.cls"
-IOR_FLOOR = 1e-16  # added to the map after each inhibition, as in the original
+IOR_FLOOR = 1e-16  # an inhibited pixel's weight, relative to the map's mass (the original's floor)
 
 
 # ---------------------------------------------------------------- fixations
@@ -83,22 +91,27 @@ def sample_fixations(maps: torch.Tensor | None, num: int, size: int, fovea_size:
     if maps is None:
         flat = torch.randint(0, size * size, (batch, num), generator=generator)
         return flat // size, flat % size
-    current = maps.to(torch.float32, copy=True)
-    total = current.sum(dim=(1, 2), keepdim=True)
-    current = torch.where(total > 0, current / total, 1.0 / size ** 2)  # a map with no mass left: uniform
-    axis = torch.arange(size, device=current.device)
+    current = maps.to(torch.float32, copy=True)  # (unnormalised: draws are proportional to the weights)
+    current[current.sum(dim=(1, 2)) <= 0] = 1.0  # a map with no mass: uniform
     radius = fovea_size // 2
+    window = torch.arange(-radius, radius + 1)
     rows, cols = [], []
-    for _ in range(num):
+    for glimpse in range(num):
         row, col = draw_positions(current, generator)
         rows.append(row)
         cols.append(col)
-        if inhibition_of_return:
-            near_row = (axis.view(1, -1) - row.view(-1, 1)).abs() <= radius  # (B, S)
-            near_col = (axis.view(1, -1) - col.view(-1, 1)).abs() <= radius
-            inhibited = near_row.unsqueeze(2) & near_col.unsqueeze(1)  # (B, S, S)
-            current.masked_fill_(inhibited, 0.0).add_(IOR_FLOOR)
-            current /= current.sum(dim=(1, 2), keepdim=True)
+        if inhibition_of_return and glimpse < num - 1:  # (after the last draw nothing reads the map)
+            # The square of side 2·radius+1 around each fixation drops to the floor. The original zeroes it, adds
+            # the floor everywhere and renormalises; draws are proportional to the weights, so scaling a map changes
+            # nothing, and the floor only shows where a weight is 0 (a float32 weight + 1e-16 of the mass is that
+            # weight). One scatter into the windows does the same: the whole-map passes were the loader's largest
+            # cost for STL-10 once the glimpses are cut on the device. (Indices clamped at the border name border
+            # pixels of the window twice: the same value twice.)
+            near_rows = (row.view(-1, 1) + window).clamp_(0, size - 1).unsqueeze(2)  # (B, 2r+1, 1)
+            near_cols = (col.view(-1, 1) + window).clamp_(0, size - 1).unsqueeze(1)  # (B, 1, 2r+1)
+            flat = (torch.arange(len(row)).view(-1, 1, 1) * size * size + near_rows * size + near_cols).view(-1)
+            floors = current.sum(dim=(1, 2)) * IOR_FLOOR  # the floor relative to each map's mass
+            current.view(-1).scatter_(0, flat, floors.repeat_interleave(len(window) ** 2))
     return torch.stack(rows, dim=1), torch.stack(cols, dim=1)
 
 
@@ -199,10 +212,11 @@ class GlimpseComposer(PlannedComposer):
         if LABEL_FIELD not in sample:
             raise ValueError(f"sample has no {LABEL_FIELD} field; fields: {sorted(sample)}")
         try:
-            image = decode_image(sample[image_field], mode="RGB")
+            image = (decode_raw_image(sample[image_field]) if image_field == RAW_IMAGE
+                     else decode_image(sample[image_field], mode="RGB"))
             saliency = None
             if SALIENCY_FIELD in sample:
-                saliency = decode_npy(sample[SALIENCY_FIELD]).astype(np.float32)
+                saliency = decode_npy(sample[SALIENCY_FIELD]).astype(np.float32, copy=False)
             elif SALIENCY_PNG in sample:
                 saliency = decode_density_png(sample[SALIENCY_PNG], image.shape[:2])
         except Exception as err:  # noqa: BLE001 - PIL and numpy raise OSError, ValueError, EOFError... on broken bytes
@@ -221,8 +235,8 @@ class GlimpseComposer(PlannedComposer):
 
     def _square_images(self, records: list[dict], generator: torch.Generator | None
                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Images (B, 3, S, S), centred squares as uint8, crops as float on [0, 1], and maps (B, S, S) (None
-        without saliency).
+        """Images: centred squares as uint8 (B, S, S, 3), crops as float (B, 3, S, S) on [0, 1]; and maps (B, S, S)
+        (None without saliency).
 
         Records differ in size (ImageNet), so the crop runs per record; everything after it is batched.
         """
@@ -257,12 +271,14 @@ class GlimpseComposer(PlannedComposer):
             top, left = (array.shape[0] - side) // 2, (array.shape[1] - side) // 2
             return array[top:top + side, left:left + side]
 
-        images = torch.from_numpy(np.stack([square(r["image"]) for r in records])).permute(0, 3, 1, 2).contiguous()
+        # (B, S, S, 3): made (B, 3, S, S) where rendered, as a view; a uint8 transpose here was a third of a
+        # loader's time once the glimpses are cut on the device
+        images = torch.from_numpy(np.stack([square(r["image"]) for r in records]))
         if not with_maps:
             return images, None
         uniform = np.full((side, side), 1.0 / side ** 2, dtype=np.float32)  # records without a map
         maps = np.stack([uniform if r["saliency"] is None else square(r["saliency"]) for r in records])
-        return images, torch.from_numpy(maps.astype(np.float32))
+        return images, torch.from_numpy(maps.astype(np.float32, copy=False))
 
     def plan(self, records: list[dict], num_views: int, generator: torch.Generator | None = None) -> dict:
         """Records -> "actions" float32 (B, N, 2) = (row/S, col/S), "rel_actions" float32 (B, N-1, 2),
@@ -273,7 +289,7 @@ class GlimpseComposer(PlannedComposer):
         if not records:
             raise ValueError("compose got no records")
         images, maps = self._square_images(records, generator)
-        size = images.shape[-1]
+        size = images.shape[-2]  # (B, S, S, 3) or (B, 3, S, S)
         rows, cols = sample_fixations(maps, num_views, size, self.fovea_size, self.inhibition_of_return,
                                       generator, batch=len(records))
         actions = torch.stack([rows, cols], dim=-1).float() / size
@@ -285,8 +301,8 @@ class GlimpseComposer(PlannedComposer):
     def render(self, inputs: dict, device: torch.device) -> dict[str, torch.Tensor]:
         """"views" uint8 (B, N, 3, F, F): the foveae cut at the fixations, on `device`."""
         images = inputs["images"].to(device, non_blocking=True)
-        if images.dtype == torch.uint8:
-            images = images.float().div_(255.0)
+        if images.dtype == torch.uint8:  # centre squares, (B, S, S, 3) (`_centre_squares`)
+            images = images.permute(0, 3, 1, 2).float().div_(255.0)
         rows, cols = (inputs[key].to(device, non_blocking=True) for key in ("rows", "cols"))
         foveae = extract_foveae(images, rows, cols, self.fovea_size, self.legacy_transpose, self.fill)
         return {"views": foveae.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)}

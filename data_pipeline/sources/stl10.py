@@ -12,7 +12,7 @@ each summing to 1, computed on the upright images; <name> is the original's spli
 our "val").
 
 Fields per sample:
-    image.png     96 x 96 RGB, upright
+    image.npy     96 x 96 RGB uint8, upright (raw: decoding it is a header read)
     saliency.npy  96 x 96 float16 density renormalised to sum 1 (only with saliency_root)
     label.cls     0..9, or -1 in the unlabeled split
 """
@@ -26,7 +26,7 @@ from typing import Iterator
 import numpy as np
 
 from data_pipeline.errors import DataError
-from data_pipeline.sources.base import SourceSplit, encode_label, encode_npy, encode_png
+from data_pipeline.sources.base import RAW_IMAGE, RAW_IMAGE_WHY, SourceSplit, encode_label, encode_npy
 
 SIZE = 96
 PIXELS = 3 * SIZE * SIZE  # bytes per image
@@ -145,12 +145,12 @@ def read_split(root: str | os.PathLike, split: str, *, saliency_root: str | os.P
 
     def samples() -> Iterator[dict[str, bytes]]:
         for i in range(len(images)):
-            sample = {"image.png": encode_png(np.ascontiguousarray(images[i])), "label.cls": encode_label(labels[i])}
+            sample = {RAW_IMAGE: encode_npy(np.ascontiguousarray(images[i])), "label.cls": encode_label(labels[i])}
             if maps is not None:
                 sample["saliency.npy"] = encode_npy(density16(maps[i], f"{i} of {map_path}"))
             yield sample
 
-    fields = {"image.png": "96x96 RGB uint8 PNG, upright",
+    fields = {RAW_IMAGE: f"96x96x3 RGB uint8, upright, {RAW_IMAGE_WHY}",
               "label.cls": "class index 0..9 (the release's 1..10 minus 1), -1 in the unlabeled split"}
     if maps is not None:
         fields["saliency.npy"] = "96x96 float16 fixation density summing to 1 (released DeepGaze IIE map)"

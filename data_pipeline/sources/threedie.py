@@ -40,7 +40,7 @@ import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -111,16 +111,41 @@ def _npy_field(sample: dict[str, bytes], field: str) -> np.ndarray:
         raise ValueError(f"{field} is unreadable: {err}") from None
 
 
-def unpack_views(sample: dict[str, bytes]) -> dict[int, bytes]:
-    """{view index: JPEG bytes} of a sample written by `pack_views`; raises ValueError if they disagree."""
+class PackedViews(Sequence):
+    """The views of a sample as one blob and where each view ends in it: a view is sliced out only when drawn
+    (slicing all ~50 of them cost as much as reading the sample)."""
+
+    def __init__(self, blob: bytes, ends: np.ndarray):
+        self.blob, self.ends = blob, ends
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def __getitem__(self, i: int) -> bytes:
+        return self.blob[(self.ends[i - 1] if i else 0):self.ends[i]]
+
+
+def packed_views(sample: dict[str, bytes]) -> tuple[np.ndarray, PackedViews]:
+    """(the views' indices on disk, their JPEG bytes) of a sample written by `pack_views`, in the written order;
+    raises ValueError if views.bin and views.npy disagree or a view does not start like a JPEG."""
     blob = _required(sample, "views.bin")
     index = _npy_field(sample, "views.npy")
     if index.ndim != 2 or index.shape[1] != 2 or index.dtype.kind != "i" or len(index) == 0:
         raise ValueError(f"views.npy is {index.dtype} {index.shape}, expected int (K >= 1, 2)")
-    if (index[:, 1] <= 0).any() or int(index[:, 1].sum()) != len(blob):
-        raise ValueError(f"views.npy lengths add up to {int(index[:, 1].sum())} bytes, views.bin has {len(blob)}")
-    ends = np.cumsum(index[:, 1])
-    return {int(k): blob[end - length:end] for (k, length), end in zip(index.tolist(), ends.tolist())}
+    lengths = index[:, 1]
+    if (lengths <= 0).any() or int(lengths.sum()) != len(blob):
+        raise ValueError(f"views.npy lengths add up to {int(lengths.sum())} bytes, views.bin has {len(blob)}")
+    ends = np.cumsum(lengths)
+    starts, data = ends - lengths, np.frombuffer(blob, np.uint8)
+    if (lengths < 2).any() or (data[starts] != 0xFF).any() or (data[starts + 1] != 0xD8).any():
+        raise ValueError("a view does not hold a JPEG image")  # no JPEG start-of-image marker
+    return index[:, 0], PackedViews(blob, ends)
+
+
+def unpack_views(sample: dict[str, bytes]) -> dict[int, bytes]:
+    """{view index: JPEG bytes} of a sample written by `pack_views`; raises ValueError if they disagree."""
+    ids, views = packed_views(sample)
+    return {int(k): views[i] for i, k in enumerate(ids.tolist())}
 
 
 @dataclass(frozen=True)
@@ -281,7 +306,7 @@ def read_split(root: str | Path, split: str, *, index_dir: str | Path | None = N
 class ThreeDIERecord:
     """A decoded sample; the views stay JPEG bytes until drawn."""
 
-    views: tuple[bytes, ...]
+    views: Sequence[bytes]  # PackedViews as decoded from a shard
     view_ids: tuple[int, ...]  # the views' indices on disk, ascending; latents rows follow this order
     latents: np.ndarray  # float32 (K, 7)
     label: int
@@ -309,18 +334,17 @@ class ThreeDIEComposer(PlannedComposer):
 
     def decode(self, sample: dict[str, bytes]) -> ThreeDIERecord:
         """Check one shard sample and keep its views as JPEG bytes; raises ValueError on anything off."""
-        found = sorted(unpack_views(sample).items())
+        ids, views = packed_views(sample)
         latents, label = _npy_field(sample, "latents.npy"), _required(sample, "label.cls")
-        if latents.shape != (len(found), len(LATENT_NAMES)) or latents.dtype.kind != "f":
+        if latents.shape != (len(ids), len(LATENT_NAMES)) or latents.dtype.kind != "f":
             raise ValueError(f"latents.npy is {latents.dtype} {latents.shape}, expected floats "
-                             f"({len(found)}, {len(LATENT_NAMES)}) for {len(found)} views")
+                             f"({len(ids)}, {len(LATENT_NAMES)}) for {len(ids)} views")
         if not np.isfinite(latents).all():
             raise ValueError("latents.npy holds non-finite values")
-        views = tuple(view for _, view in found)
-        if any(view[:2] != b"\xff\xd8" for view in views):  # JPEG start-of-image marker
-            raise ValueError("a view does not hold a JPEG image")
-        return ThreeDIERecord(views=views, view_ids=tuple(k for k, _ in found),
-                              latents=latents.astype(np.float32), label=decode_label(label, NUM_CLASSES))
+        if (np.diff(ids) <= 0).any():  # written ascending (pack_views): the latents rows follow that order
+            raise ValueError(f"views.npy lists the view indices {ids.tolist()} out of order")
+        return ThreeDIERecord(views=views, view_ids=tuple(ids.tolist()), latents=latents.astype(np.float32),
+                              label=decode_label(label, NUM_CLASSES))
 
     def plan(self, records: list[ThreeDIERecord], num_views: int, generator: torch.Generator) -> dict:
         """Draw num_views distinct views per object (draw order = sequence order) and add their actions; to render:

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from data_pipeline.errors import DataError
-from data_pipeline.sources.base import SourceSplit, encode_label, encode_png
+from data_pipeline.sources.base import RAW_IMAGE, RAW_IMAGE_WHY, SourceSplit, encode_label, encode_npy
 
 FOLDER = "tiny-imagenet-200"
 SPLITS = ("train", "val")
@@ -144,7 +144,7 @@ def dataset_info(class_names: list[str]) -> dict:
 
 
 def read_split(root: str | Path, split: str, *, order_seed: int | None = 0) -> SourceSplit:
-    """Tiny-ImageNet "train" (100,000) or "val" (10,000) as `image.png` + `label.cls` samples.
+    """Tiny-ImageNet "train" (100,000) or "val" (10,000) as `image.npy` + `label.cls` samples.
 
     order_seed: samples come in this seeded permutation of the sorted file list (None: sorted).
     """
@@ -156,12 +156,12 @@ def read_split(root: str | Path, split: str, *, order_seed: int | None = 0) -> S
     items = list_train(root, wnids) if split == "train" else list_val(root, wnids)
     if order_seed is not None:
         items = [items[i] for i in np.random.default_rng(order_seed).permutation(len(items))]
-    fields = {"image.png": f"uint8 RGB {SIDE}x{SIDE}, lossless PNG of the decoded JPEG",
+    fields = {RAW_IMAGE: f"uint8 RGB {SIDE}x{SIDE}x3, the decoded JPEG, {RAW_IMAGE_WHY}",
               "label.cls": f"class index 0..{len(wnids) - 1} (position in the sorted wnids), ASCII decimal"}
 
     def samples():
         for path, label in items:
-            yield {"image.png": encode_png(load_image(path)), "label.cls": encode_label(label)}
+            yield {RAW_IMAGE: encode_npy(np.ascontiguousarray(load_image(path))), "label.cls": encode_label(label)}
 
     return SourceSplit(samples=samples(), num_samples=len(items), fields=fields,
                        dataset_info=dataset_info(class_names))

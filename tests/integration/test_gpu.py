@@ -34,7 +34,7 @@ def one_step_losses(device: torch.device, overrides: list[str], bf16: bool, side
 def bf16_step_tracks_fp32(device: torch.device) -> None:
     fp32, bf16 = one_step_losses(device, TINY, False), one_step_losses(device, TINY, True)
     assert all(torch.isfinite(torch.tensor(bf16)))
-    assert bf16 == pytest.approx(fp32, rel=0.05, abs=0.02)  # autocast: BatchNorm and the loss stay fp32
+    assert bf16 == pytest.approx(fp32, rel=0.05, abs=0.02)  # autocast: BatchNorm statistics and the loss stay fp32
 
 
 def channels_last_convolutions_give_the_same_step(device: torch.device) -> None:

@@ -51,6 +51,10 @@ class DataConfig:
     # the same views either way.
     render_on: Literal["auto", "loader", "device"] = "auto"
     shuffle_buffer: int = 2000  # samples held for shuffling inside each loader worker
+    # Training sequences drawn from each sample read (each with its own views and actions; no batch holds one
+    # sample twice): k reads and decodes a sample once for k sequences, so an epoch (one pass over the shards)
+    # has k times the steps; divide train.epochs by k to train on as many sequences. 1: the paper's one per sample.
+    draws_per_sample: int = 1
     resample: bool = False  # draw train shards with replacement, train.steps_per_epoch batches per epoch on
     # every rank (any number of nodes or shards); false: one pass, shards split among ranks and workers
     val_batch_size: int = 512  # global batch for validation passes
@@ -90,6 +94,7 @@ class DataConfig:
         require(self.samples_per_shard is None or self.samples_per_shard >= 1,
                 "data.samples_per_shard must be >= 1 or null")
         require(self.shuffle_buffer >= 1, "data.shuffle_buffer must be >= 1")
+        require(self.draws_per_sample >= 1, f"data.draws_per_sample must be >= 1, got {self.draws_per_sample}")
         require(self.train_split in ("train", "unlabeled"),
                 f"data.train_split must be 'train' or 'unlabeled' (stl10), got {self.train_split!r}")
         require(self.train_split == "train" or self.dataset == "stl10",
@@ -207,9 +212,15 @@ class TrainConfig:
     epochs: int = 1000
     steps_per_epoch: Optional[int] = None  # cap on steps per epoch; None: one pass over the shards
     seed: int = 42
-    precision: Literal["fp32", "bf16", "auto"] = "fp32"  # bf16: autocast, BatchNorm and the loss stay fp32;
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"  # bf16: autocast, BatchNorm statistics and the loss stay fp32;
     # auto: bf16 where the worker's CPU/GPU has it natively (trainer/training/precision.py), else fp32
     channels_last: bool = False  # NHWC activations: faster convolutions with oneDNN and on GPUs
+    # torch.compile the model block by block (trainer/training/compile.py); shapes static (the training loader
+    # drops the last partial batch): each block compiles at the first step, and once more at the first validation
+    compile: bool = False
+    # torch.compile's mode; None: its default. reduce-overhead: CUDA graphs on a GPU (nothing more on a CPU);
+    # max-autotune: also benchmarks kernel choices (longer compile)
+    compile_mode: Optional[Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]] = None
     peak_tflops: Optional[float] = None  # per worker; None: from the accelerator table, or measured on CPU
     log_every_steps: int = 20  # per-step metrics cadence (every report is a barrier across workers)
     eval_every_epochs: int = 1  # validation + probe metrics cadence
@@ -228,6 +239,8 @@ class TrainConfig:
                 f"train.checkpoint_every_steps must be >= 1 or null, got {self.checkpoint_every_steps}")
         require(self.peak_tflops is None or self.peak_tflops > 0,
                 f"train.peak_tflops must be > 0 (TFLOP/s of one worker) or null, got {self.peak_tflops}")
+        require(self.compile or self.compile_mode is None,
+                f"train.compile_mode={self.compile_mode} is read only with train.compile=true; set it or drop the mode")
 
 
 @dataclass

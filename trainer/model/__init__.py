@@ -1,4 +1,4 @@
-"""Building blocks in plain PyTorch (no distributed code): encoders, BatchNorm kept in fp32, the seq-JEPA parts."""
+"""Building blocks in plain PyTorch (no distributed code): encoders, BatchNorm with fp32 stats, the seq-JEPA parts."""
 
 from trainer.model.encoders import build_encoder, encoder_blocks
 

@@ -28,8 +28,7 @@ def parallelize(model: Method, strategy: str, device: torch.device) -> nn.Module
     if strategy == "ddp":
         return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
-    encoders = [model.encoder] + [target for target, online in model.ema_pairs() if online is model.encoder]
-    for encoder in encoders:
+    for encoder in per_block_encoders(model):
         for block in encoder_blocks(encoder):
             fully_shard(block, mesh=mesh)
         fully_shard(encoder, mesh=mesh)
@@ -37,6 +36,11 @@ def parallelize(model: Method, strategy: str, device: torch.device) -> nn.Module
         fully_shard(unit, mesh=mesh)
     fully_shard(model, mesh=mesh)
     return model
+
+
+def per_block_encoders(model: Method) -> list[nn.Module]:
+    """The online encoder and its EMA targets: sharded (and compiled, `train.compile`) block by block, alike."""
+    return [model.encoder] + [target for target, online in model.ema_pairs() if online is model.encoder]
 
 
 def replicate(module: nn.Module, device: torch.device) -> nn.Module:

@@ -7,6 +7,7 @@ import torch
 from data_pipeline import SequenceLoader
 from trainer.config import Config
 from trainer.methods.build import build_model
+from trainer.training.compile import compile_model
 from trainer.training.optim import build_optimizer
 from trainer.training.parallel import parallelize, replicate
 from trainer.training.probes import OnlineProbes
@@ -16,12 +17,18 @@ from trainer.training.state import TrainState, seed_rank
 def build_train_state(config: Config, device: torch.device, *, action_dim: int, channels: int, num_classes: int,
                       loader: SequenceLoader | None = None, rank: int = 0) -> TrainState:
     """A fresh state at step 0 for data of that shape (`loader`: the training loader whose position it keeps);
-    under torch.distributed the model is sharded (FSDP2) or wrapped (DDP)."""
+    with `train.compile` the model is compiled block by block, then under torch.distributed sharded (FSDP2) or
+    wrapped (DDP)."""
     torch.manual_seed(config.train.seed)  # identical initial weights on every rank
     model = build_model(config, action_dim, channels).to(device)
     probes = OnlineProbes(model.encoder.out_dim, model.aggregate_dim, action_dim, num_classes, config.probe.hidden)
     probes = probes.to(device)
     seed_rank(config.train.seed, rank)
+    if config.train.compile:  # before sharding: FSDP2's hooks stay outside the compiled blocks
+        units = compile_model(model, config.train.compile_mode)
+        if rank == 0:
+            print(f"[seq-jepa] train.compile: {units} blocks compile at the first step (and the first validation)",
+                  flush=True)
     model = parallelize(model, config.scaling.parallelism, device)
     probes = replicate(probes, device)
     return TrainState(model, build_optimizer(model, config.optim), probes,

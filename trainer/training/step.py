@@ -1,4 +1,5 @@
-"""One optimisation step, start to end: batch -> loss -> optimizer step -> EMA update -> probe update."""
+"""One optimisation step, start to end: batch -> model and probe losses -> one backward -> both optimizer steps
+-> EMA update."""
 
 from __future__ import annotations
 
@@ -22,20 +23,20 @@ def train_step(state: TrainState, batch: dict, lr: float, ema_decay: float, grad
     set_lr(state.optimizer, lr)
     with autocast(state.device, bf16):
         out = state.model(batch["views"], rel_actions, batch["actions"])
+    # The probes learn from detached features (no gradient reaches the model) with their own optimizer, in the
+    # same backward as the model: their loss's graph shares no node with the model's, so the model's gradients are
+    # those of out.loss alone, bit for bit (tests/unit/training/test_step.py).
+    pred = state.probes(probe_features(out))
+    probes_loss = probe_loss(pred, batch["label"], rel_actions[:, 0].float())
     state.optimizer.zero_grad(set_to_none=True)
-    out.loss.backward()
+    state.probe_optimizer.zero_grad(set_to_none=True)
+    torch.autograd.backward((out.loss, probes_loss))
     grad_norm = gradient_norm(state.model, grad_clip)
     state.optimizer.step()
+    state.probe_optimizer.step()
 
     for target, online in unwrap(state.model).ema_pairs():
         ema_update_(target, online, ema_decay)
-
-    # Probes learn from detached features with their own optimizer: no gradient reaches the model.
-    pred = state.probes(probe_features(out))
-    loss = probe_loss(pred, batch["label"], rel_actions[:, 0].float())
-    state.probe_optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    state.probe_optimizer.step()
     terms = {f"{LOSS_TERM_PREFIX}{name}": value for name, value in (out.logs or {}).items()}
     return {TRAIN_LOSS: out.loss.detach().float(), GRAD_NORM: grad_norm, **terms}
 

@@ -109,3 +109,7 @@ def test_iterating_leaves_the_global_torch_rng_alone(tmp_path, num_workers):
     before = torch.get_rng_state()
     list(ld)
     assert torch.equal(before, torch.get_rng_state())
+
+
+def test_several_draws_per_sample_resume_after_every_batch(tmp_path):
+    _check_every_cut(make_shards(tmp_path / "s", UNEVEN), num_workers=2, draws_per_sample=3)

@@ -16,7 +16,7 @@ from PIL import Image
 from data_pipeline.errors import DataError
 from data_pipeline.sources import cifar, tinyimagenet
 from data_pipeline.sources.augmented import AugmentationComposer, ImageRecord
-from data_pipeline.sources.base import DATASET_INFO_KEYS, encode_jpeg, encode_png
+from data_pipeline.sources.base import DATASET_INFO_KEYS, encode_jpeg, encode_npy, encode_png
 from tests.helpers.raw_datasets import BLUE, GREEN, RED, cifar_rows, dump, flat, write_tinyimagenet
 
 # ---------------------------------------------------------------- CIFAR-100 files, by hand
@@ -55,8 +55,8 @@ def test_cifar_split_counts_fields_and_dataset_info(tmp_path):
     train, val = cifar.read_split(tmp_path / "cifar-100-python", "train"), cifar.read_split(tmp_path, "val")
     assert (train.num_samples, val.num_samples) == (3, 5)  # "val" is the test batch; the parent folder works
     samples = list(train.samples)
-    assert len(samples) == 3 and all(set(s) == {"image.png", "label.cls"} for s in samples)
-    assert set(train.fields) == {"image.png", "label.cls"}
+    assert len(samples) == 3 and all(set(s) == {"image.npy", "label.cls"} for s in samples)
+    assert set(train.fields) == {"image.npy", "label.cls"}
     assert [s["label.cls"] for s in samples] == [b"7", b"42", b"99"]
     info = train.dataset_info
     assert set(DATASET_INFO_KEYS) <= set(info)
@@ -126,7 +126,7 @@ def test_tinyimagenet_split_counts_fields_and_dataset_info(tmp_path):
     root = write_tinyimagenet(tmp_path)
     train, val = tinyimagenet.read_split(root, "train"), tinyimagenet.read_split(tmp_path, "val")
     assert (train.num_samples, val.num_samples) == (6, 4)
-    assert all(set(s) == {"image.png", "label.cls"} for s in train.samples)
+    assert all(set(s) == {"image.npy", "label.cls"} for s in train.samples)
     info = val.dataset_info
     assert set(DATASET_INFO_KEYS) <= set(info)
     assert (info["num_classes"], info["channels"], info["height"], info["width"]) == (3, 3, 64, 64)
@@ -244,9 +244,16 @@ def test_composer_survives_pickling(cifar_records):
 
 def test_decode_rejects_samples_that_are_off():
     composer = AugmentationComposer(source_size=(32, 32), num_classes=100)
-    good = {"image.png": encode_png(flat(RED, 32)), "label.cls": b"3"}
+    good = {"image.npy": encode_npy(flat(RED, 32)), "label.cls": b"3"}
     assert composer.decode(good).label == 3
+    assert np.array_equal(composer.decode(good).image, flat(RED, 32))
+    png = {"image.png": encode_png(flat(RED, 32)), "label.cls": b"3"}  # shards of the earlier writer
+    assert np.array_equal(composer.decode(png).image, flat(RED, 32))
+    good = png
     bad = [({"label.cls": b"3"}, "lacks image.png"),
+           ({"image.npy": encode_npy(flat(RED, 32)[..., 0]), "label.cls": b"3"}, r"uint8 \(32, 32\), expected"),
+           ({"image.npy": encode_npy(flat(RED, 32).astype(np.float32)), "label.cls": b"3"}, "float32"),
+           ({"image.npy": encode_npy(flat(RED, 16)), "label.cls": b"3"}, "16x16, expected 32x32"),
            ({**good, "image.png": encode_png(np.zeros((32, 32), np.uint8))}, "mode L"),
            ({**good, "image.png": encode_jpeg(flat(RED, 32))}, "JPEG"),
            ({**good, "image.png": encode_png(flat(RED, 16))}, "16x16, expected 32x32"),

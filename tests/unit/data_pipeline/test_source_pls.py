@@ -22,7 +22,7 @@ from data_pipeline.sources.base import (
     encode_npy,
     encode_png,
 )
-from data_pipeline.sources.glimpses import GlimpseComposer
+from data_pipeline.sources.glimpses import IOR_FLOOR, GlimpseComposer, draw_positions, sample_fixations
 from tests.helpers.raw_datasets import STL10_SIDE as S
 from tests.helpers.raw_datasets import stl10_images, write_imagenet, write_stl10
 
@@ -45,7 +45,7 @@ def test_stl10_train_split_counts_fields_and_info(tmp_path):
     split = stl10.read_split(tmp_path / "stl10_binary", "train")
     samples = list(split.samples)
     assert split.num_samples == len(samples) == 4
-    assert set(samples[0]) == set(split.fields) == {"image.png", "label.cls"}
+    assert set(samples[0]) == set(split.fields) == {"image.npy", "label.cls"}
     info = split.dataset_info
     assert set(DATASET_INFO_KEYS) <= set(info)
     assert (info["num_classes"], info["channels"], info["height"], info["width"]) == (10, 3, 96, 96)
@@ -58,8 +58,8 @@ def test_stl10_column_major_planes_are_read_upright(tmp_path):
     images = write_stl10(tmp_path / "stl10_binary")
     samples = list(stl10.read_split(tmp_path / "stl10_binary", "train").samples)
     for sample, expected in zip(samples, images["train"]):
-        image = decode_image(sample["image.png"])
-        assert image.shape == (96, 96, 3)
+        image = decode_npy(sample["image.npy"])
+        assert image.shape == (96, 96, 3) and image.dtype == np.uint8
         assert np.array_equal(image, expected)
         assert tuple(image[0, 0]) == (255, 255, 255)  # top-left stays top-left
         assert tuple(image[3, 70]) == (255, 0, 0) and tuple(image[70, 3]) != (255, 0, 0)  # not transposed
@@ -84,7 +84,7 @@ def test_stl10_val_reads_the_test_files_and_the_parent_folder_works(tmp_path):
     split = stl10.read_split(tmp_path, "val")  # the parent of stl10_binary
     samples = list(split.samples)
     assert split.num_samples == 3
-    assert np.array_equal(decode_image(samples[2]["image.png"]), images["test"][2])
+    assert np.array_equal(decode_npy(samples[2]["image.npy"]), images["test"][2])
 
 
 def test_stl10_saliency_is_stored_as_a_float16_density(tmp_path):
@@ -341,9 +341,13 @@ def test_stl10_shard_samples_decode_and_compose(tmp_path):
 
 def test_decode_raises_on_a_bad_sample():
     composer = GlimpseComposer()
-    good = {"image.png": encode_png(stl10_images(1)[0]), "label.cls": encode_label(3),
-            "saliency.npy": encode_npy(np.ones((96, 96), np.float16))}
-    assert composer.decode(good)["label"] == 3
+    raw = {"image.npy": encode_npy(stl10_images(1)[0]), "label.cls": encode_label(3),
+           "saliency.npy": encode_npy(np.ones((96, 96), np.float16))}
+    good = {**{k: v for k, v in raw.items() if k != "image.npy"}, "image.png": encode_png(stl10_images(1)[0])}
+    assert composer.decode(raw)["label"] == 3  # the writer's raw layout, and a PNG from the earlier writer
+    assert np.array_equal(composer.decode(raw)["image"], composer.decode(good)["image"])
+    with pytest.raises(ValueError, match="expected uint8"):
+        composer.decode({**raw, "image.npy": encode_npy(np.ones((96, 96), np.float32))})
     for field in ("image.png", "label.cls"):
         with pytest.raises(ValueError, match="no .*field"):
             composer.decode({k: v for k, v in good.items() if k != field})
@@ -386,3 +390,32 @@ def test_density_png_keeps_relative_values_and_resizes_to_the_image():
     assert decode_density_png(encode_density_png(density), (12, 16)).shape == (12, 16)
     with pytest.raises(ValueError, match="non-negative"):
         encode_density_png(-density)
+
+
+def original_inhibition_of_return(maps, num, size, fovea_size, generator):
+    """The original's steps (docs/paper-and-original-code.md#stl-10-pls): normalise; per fixation draw, zero the
+    square around it, add the floor everywhere, renormalise."""
+    current = maps.clone()
+    current /= current.sum(dim=(1, 2), keepdim=True)
+    axis, radius, rows, cols = torch.arange(size), fovea_size // 2, [], []
+    for _ in range(num):
+        row, col = draw_positions(current, generator)
+        rows.append(row)
+        cols.append(col)
+        near = (((axis.view(1, -1) - row.view(-1, 1)).abs() <= radius).unsqueeze(2)
+                & ((axis.view(1, -1) - col.view(-1, 1)).abs() <= radius).unsqueeze(1))
+        current = current.masked_fill(near, 0.0) + IOR_FLOOR
+        current /= current.sum(dim=(1, 2), keepdim=True)
+    return torch.stack(rows, dim=1), torch.stack(cols, dim=1)
+
+
+def test_inhibition_of_return_draws_the_fixations_of_the_original_steps():
+    same = total = 0
+    for seed in range(6):
+        maps = torch.rand(64, 96, 96, generator=torch.Generator().manual_seed(seed)) ** 4
+        maps[:, 30:70, 30:70] *= seed % 2  # zero regions: there only the floor is left to draw from
+        ours = sample_fixations(maps, 5, 96, 32, True, torch.Generator().manual_seed(seed))
+        reference = original_inhibition_of_return(maps, 5, 96, 32, torch.Generator().manual_seed(seed))
+        equal = (ours[0] == reference[0]) & (ours[1] == reference[1])
+        same, total = same + int(equal.sum()), total + equal.numel()
+    assert same == total, f"{total - same} of {total} fixations differ"
