@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# The checks only a GPU can run, in one command and at most 10 minutes on one H100/H200-class GPU with 16 cores:
+# The checks only a GPU can run, in one command and at most ~15 minutes (the limits' sum; far less expected) on one
+# H100/H200-class GPU with 16 cores:
 #   1. the `gpu` tests (bf16 step, channels_last, device-side augmentation against the CPU rendering, CUDA RNG
 #      through a checkpoint, the MFU peak);
 #   2. one Ray Train run of the embedded default on the GPU (python trainer/run.py scaling.use_gpu=true ...),
 #      then the offline evaluation of its checkpoint (feature extraction with loader workers);
 #   3. the throughput table: sequences/s, TFLOP/s and MFU of the trainer's step (scripts/benchmark_gpu.py);
 #   4. the offline extraction on the GPU, in-process against eval.loader_workers, beside the training loader
-#      (python -m scripts.benchmark_data --only extraction --device cuda).
+#      (python -m scripts.benchmark_data --only extraction --device cuda);
+#   5. the run of step 2 (views rendered on the GPU: data.render_on=auto) beside one that renders them in the
+#      loaders (data.render_on=loader) and one compiled (train.compile=true): samples/s, train/mfu and
+#      train/data_wait_frac of their steady windows side by side (python -m scripts.window_table).
 #
 #   bash scripts/gpu_check.sh            # from anywhere; logs and the table under $GPU_CHECK_OUT (a temp folder)
 #
@@ -60,7 +64,8 @@ step() {  # step NAME SECONDS COMMAND...: run it under a time limit, its output 
 
 if [ "$GPU" -eq 0 ]; then
     echo "== the CPU part only: the gpu tests (each skips, saying why) and the throughput code on the CPU"
-    echo "== skipped without a GPU: ray-train-gpu, evaluate-gpu, the GPU throughput table, extraction on cuda"
+    echo "== skipped without a GPU: ray-train-gpu (and its loader-mode and compiled variants), evaluate-gpu, the GPU"
+    echo "   throughput table, extraction on cuda"
     step gpu-tests 300 "$PY" -m pytest -q -m gpu -rs -p no:cacheprovider tests/
     step throughput-cpu 300 "$PY" scripts/benchmark_gpu.py --cpu
 else
@@ -72,6 +77,15 @@ else
         eval.val_samples=2048 eval.epochs=5 eval.loader_workers=4 data.cache_dir="$OUT/cache"
     step throughput 120 "$PY" scripts/benchmark_gpu.py
     step extraction 120 "$PY" -m scripts.benchmark_data --only extraction --device cuda --objects 128
+    for variant in "loader data.render_on=loader" "compiled train.compile=true"; do
+        read -r name override <<< "$variant"
+        step "ray-train-gpu-$name" 150 "$PY" trainer/run.py scaling.use_gpu=true scaling.num_workers=1 \
+            scaling.cpus_per_worker=8 data.loader_workers=4 train.epochs=1 train.steps_per_epoch=60 probe.val_batches=2 \
+            "$override" "${SOURCE[@]}" run.name="gpu-check-$name" run.storage_path="$OUT/runs" \
+            tracking.tracking_uri="sqlite:///$OUT/mlflow.db"
+    done
+    step data-modes-table 30 "$PY" -m scripts.window_table "sqlite:///$OUT/mlflow.db" gpu-check gpu-check-loader \
+        gpu-check-compiled
 fi
 echo
 echo "logs: $OUT"
