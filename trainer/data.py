@@ -48,7 +48,7 @@ def build_loader(config: Config, split: str, rank: int, world_size: int) -> Sequ
                    resample_batches=config.train.steps_per_epoch if train and config.data.resample else None,
                    shard_pattern=config.data.train_shards if train else None, pin_memory=config.scaling.use_gpu,
                    render_in_loader=not renders_on_device(config),
-                   **({"draws_per_sample": config.data.draws_per_sample} if train else {}))
+                   draws_per_sample=config.data.draws_per_sample if train else 1)
 
 
 def build_frozen_view_loader(config: Config, split: str, num_views: int) -> SequenceLoader:
