@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from data_pipeline import augment_ops as ops
+from data_pipeline import augment_ops_pil as pil
 from data_pipeline.errors import DataError
 from data_pipeline.sources.base import RENDER_INPUTS
 
@@ -196,27 +197,45 @@ def _check_images(images: torch.Tensor) -> None:
 
 
 def apply_view_params(images: torch.Tensor, params: ViewParams, out_size: int,
-                      pipeline: ObservationPipeline) -> torch.Tensor:
+                      pipeline: ObservationPipeline, pil_rounding: bool = False) -> torch.Tensor:
     """Render views: images (N, 3, H, W) uint8/float + N params -> uint8 (N, 3, out_size, out_size).
 
-    Op order as in the original: crop+resize+flip, jitter, grayscale, blur, solarize.
+    Op order as in the original: crop+resize+flip, jitter, grayscale, blur, solarize. In float, rounded once at the
+    end; `pil_rounding`: rounded after every op as the original's PIL images were (`augment_ops_pil`).
     """
     _check_images(images)
+    if pil_rounding:
+        x = pil.resized_crop(_as_uint8(images), params.boxes, out_size, params.flip)
+        x = ops.color_jitter(x, params.jitter, params.jitter_order, params.jittered, pil.JITTER_OPS)
+        x = _blur_where(pil.grayscale_where(x, params.gray), params, out_size, pipeline, pil.gaussian_blur)
+        return ops.solarize_where(x, params.solarize, pipeline.solarize_threshold)
     x = ops.resized_crop(ops.to_unit_float(images), params.boxes, out_size, params.flip)
     x = ops.color_jitter(x, params.jitter.float(), params.jitter_order, params.jittered)
-    x = ops.grayscale_where(x, params.gray)
-    blurred = torch.nonzero(params.sigma > 0).flatten()
-    if len(blurred):  # only the blurred subset pays for the convolution (10 % of target views)
-        kernel = pipeline.blur_kernel or blur_kernel_size(out_size)
-        x[blurred.to(x.device)] = ops.gaussian_blur(x[blurred.to(x.device)], params.sigma[blurred], kernel)
+    x = _blur_where(ops.grayscale_where(x, params.gray), params, out_size, pipeline, ops.gaussian_blur)
     return ops.solarize_where(ops.to_uint8(x), params.solarize, pipeline.solarize_threshold)
 
 
-def resize_images(images: torch.Tensor, out_size: int) -> torch.Tensor:
+def _blur_where(x: torch.Tensor, params: ViewParams, out_size: int, pipeline: ObservationPipeline, blur
+                ) -> torch.Tensor:
+    """The views with sigma > 0 blurred; only that subset pays for the convolution (10 % of target views)."""
+    blurred = torch.nonzero(params.sigma > 0).flatten()
+    if len(blurred):
+        kernel = pipeline.blur_kernel or blur_kernel_size(out_size)
+        x[blurred.to(x.device)] = blur(x[blurred.to(x.device)], params.sigma[blurred], kernel)
+    return x
+
+
+def _as_uint8(images: torch.Tensor) -> torch.Tensor:
+    return images if images.dtype == torch.uint8 else ops.to_uint8(images)
+
+
+def resize_images(images: torch.Tensor, out_size: int, pil_rounding: bool = False) -> torch.Tensor:
     """Un-augmented images resized to out_size² (bicubic, identity at the same size), as uint8."""
     _check_images(images)
     n, _, height, width = images.shape
     full = torch.tensor([[0, 0, height, width]]).expand(n, 4)
+    if pil_rounding:
+        return pil.resized_crop(_as_uint8(images), full, out_size)
     return ops.to_uint8(ops.resized_crop(ops.to_unit_float(images), full, out_size))
 
 
@@ -276,7 +295,7 @@ def _images_and_labels(images, labels) -> tuple[torch.Tensor, torch.Tensor]:
 def compose_batch(images, labels=None, *, num_views: int, generator: torch.Generator | None = None,
                   out_size: int | None = None, observation: ObservationPipeline = ObservationPipeline(),
                   target: TargetPipeline = TargetPipeline(), blur: bool = True, legacy_view_norm: bool = False,
-                  device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+                  pil_rounding: bool = False, device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
     """A training batch of augmented sequences (the trainer's batch contract): `plan_batch`, then `render_batch`
     on `device` (default: the CPU).
 
@@ -285,12 +304,14 @@ def compose_batch(images, labels=None, *, num_views: int, generator: torch.Gener
     float32 (B, V, A), rel_actions float32 (B, V-1, A), path_actions float32 (B, V-1, A) (view 0 -> view j+1),
     label int64 (B,), orig uint8 (B, 3, S, S).
     Parameters are drawn on the CPU generator, so a seed gives the same batch on every device;
-    `blur=False` drops the blur op and its action coordinate (the original's --no-blur).
+    `blur=False` drops the blur op and its action coordinate (the original's --no-blur); `pil_rounding` renders
+    with the original's PIL rounding (`apply_view_params`).
     """
     planned = plan_batch(images, labels, num_views=num_views, generator=generator, observation=observation,
                          target=target, blur=blur, legacy_view_norm=legacy_view_norm)
     inputs = planned.pop(RENDER_INPUTS)
-    return {**render_batch(inputs, torch.device(device or "cpu"), out_size, observation, target), **planned}
+    return {**render_batch(inputs, torch.device(device or "cpu"), out_size, observation, target, pil_rounding),
+            **planned}
 
 
 def plan_batch(images, labels=None, *, num_views: int, generator: torch.Generator | None = None,
@@ -314,7 +335,7 @@ def plan_batch(images, labels=None, *, num_views: int, generator: torch.Generato
 
 def render_batch(inputs: dict, device: torch.device, out_size: int | None = None,
                  observation: ObservationPipeline = ObservationPipeline(),
-                 target: TargetPipeline = TargetPipeline()) -> dict[str, torch.Tensor]:
+                 target: TargetPipeline = TargetPipeline(), pil_rounding: bool = False) -> dict[str, torch.Tensor]:
     """`plan_batch`'s render inputs -> views uint8 (B, V, 3, S, S) and orig uint8 (B, 3, S, S) on `device`
     (S = out_size, or the sources' side). No randomness: the same inputs give the same pixels anywhere the same
     ops run."""
@@ -323,7 +344,7 @@ def render_batch(inputs: dict, device: torch.device, out_size: int | None = None
     b, _, height, _ = sources.shape
     size = out_size or height
     per_object = len(obs) // b
-    obs_views = apply_view_params(sources.repeat_interleave(per_object, dim=0), obs, size, observation)
-    tgt_views = apply_view_params(sources, tgt, size, target)
+    obs_views = apply_view_params(sources.repeat_interleave(per_object, dim=0), obs, size, observation, pil_rounding)
+    tgt_views = apply_view_params(sources, tgt, size, target, pil_rounding)
     views = torch.cat([obs_views.view(b, per_object, 3, size, size), tgt_views.view(b, 1, 3, size, size)], 1)
-    return {"views": views, "orig": resize_images(sources, size)}
+    return {"views": views, "orig": resize_images(sources, size, pil_rounding)}

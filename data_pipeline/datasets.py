@@ -57,6 +57,7 @@ class AugmentationOptions:
     image_size: Optional[int] = None  # side of the views; None: the stored side
     blur: bool = True
     legacy_action_norm: bool = False
+    legacy_pil_rounding: bool = False
 
 
 @dataclass(frozen=True)

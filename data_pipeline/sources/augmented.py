@@ -44,6 +44,7 @@ class AugmentationComposer(PlannedComposer):
     blur: bool = True  # False: no blur op and no sigma coordinate (the original's --no-blur), A = 8
     legacy_view_norm: bool = False  # True: the original's L2 normalisation over the view axis
     # (docs/paper-and-original-code.md#c6-action-normalisation-across-views)
+    pil_rounding: bool = False  # True: views rounded after every op as the original's PIL images (augment_ops_pil)
     image_size: int | None = None  # side S of the views; None: the source side
     source_size: tuple[int, int] | None = None  # expected (height, width) of decoded images; None: any
     num_classes: int | None = None  # labels must lie in 0..num_classes-1; None: any non-negative int
@@ -118,11 +119,12 @@ class AugmentationComposer(PlannedComposer):
 
     def render(self, inputs: dict, device: torch.device) -> dict[str, torch.Tensor]:
         """views uint8 (B, V, 3, S, S) and orig uint8 (B, 3, S, S) on `device` (`augment.render_batch`)."""
-        return augment.render_batch(inputs, device, self.image_size, self.observation, self.target)
+        return augment.render_batch(inputs, device, self.image_size, self.observation, self.target, self.pil_rounding)
 
 
 def build_composer(manifest, options) -> AugmentationComposer:
     """The composer of a CIFAR-100 or Tiny-ImageNet shard set, from its load-time options
     (`datasets.AugmentationOptions`), checking samples against the set's manifest."""
     return AugmentationComposer.for_dataset(manifest.dataset_info, blur=options.blur,
-                                            legacy_view_norm=options.legacy_action_norm, image_size=options.image_size)
+                                            legacy_view_norm=options.legacy_action_norm,
+                                            pil_rounding=options.legacy_pil_rounding, image_size=options.image_size)

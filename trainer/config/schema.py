@@ -75,6 +75,8 @@ class DataConfig:
     blur: bool = True  # cifar100/tinyimagenet: blur and its sigma action; false: the original's --no-blur
     legacy_action_norm: bool = False  # cifar100/tinyimagenet: the original's L2 norm across views
     # (docs/paper-and-original-code.md#c6-action-normalisation-across-views)
+    legacy_pil_rounding: bool = False  # cifar100/tinyimagenet: views rounded to 8 bits after every op as the
+    # original's PIL pipeline did (~1 grey level per op, up to ~13 after hue); false: float, rounded once
     fovea_size: int = 32  # stl10/imagenet: side of a glimpse, pixels
     use_saliency: bool = True  # stl10/imagenet: fixations drawn from the saliency map, else uniformly
     inhibition_of_return: bool = True  # stl10/imagenet: no fixation inside an earlier glimpse's square

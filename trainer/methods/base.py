@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 class MethodOutput(NamedTuple):  # a NamedTuple so that DDP/FSDP2 find the tensors inside
     loss: torch.Tensor  # scalar float32: what the optimizer minimises
     z1: torch.Tensor  # (B, D) online encoder output of view 1 (classification probe; pair probe)
-    z2: torch.Tensor  # (B, D) online encoder output of view 2 (pair probe: relative action 1 -> 2)
+    z2: torch.Tensor  # (B, D) online encoder output of view 2 (pair probe: relative action 1 -> 2); cond. BYOL:
+    # the EMA target encoder's, as the authors
     z_agg: Optional[torch.Tensor] = None  # (B, E) aggregate over the observed views (methods with an aggregate)
     z_agg_single: Optional[torch.Tensor] = None  # (B, 2, E) aggregate of view 1 alone / view 2 alone
     logs: Optional[dict[str, torch.Tensor]] = None  # the loss's terms as detached scalars, by name: logged as

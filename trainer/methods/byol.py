@@ -40,7 +40,12 @@ class BYOL(Method):
         loss = byol_loss(p1.float(), t2) + byol_loss(p2.float(), t1)  # symmetric
         return MethodOutput(loss, z1, z2, logs=detached(prediction=loss))
 
-    @torch.no_grad()
     def target(self, x: torch.Tensor) -> torch.Tensor:
         """The EMA target's projection, detached (it runs in the module's mode, batch statistics in training)."""
-        return self.target_projector(self.target_encoder(x)).float().detach()
+        return self.target_pass(x)[1]
+
+    @torch.no_grad()
+    def target_pass(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The EMA target encoder's embedding and its projection (float32), both detached."""
+        embedding = self.target_encoder(x)
+        return embedding.detach(), self.target_projector(embedding).float().detach()

@@ -121,6 +121,7 @@ class VICRegTrajSettings(VICRegSettings):
 @dataclass
 class SENSettings:
     temperature: float = 0.5
+    learn_action_embedding: bool = True  # off: the predictor reads the raw relative action (--learn-act-emb 0)
     projector_dims: list[int] = field(default_factory=lambda: [2048, 2048, 2048])
 
     def check(self, section: str) -> None:
@@ -131,6 +132,7 @@ class SENSettings:
 @dataclass
 class EquiModSettings:
     temperature: float = 0.5
+    learn_action_embedding: bool = True  # off: the predictor reads the raw relative action (--learn-act-emb 0)
     equi_factor: float = 1.0  # weight of the equivariant NT-Xent (--equi-factor)
     projector_dims: list[int] = field(default_factory=lambda: [1024, 1024, 128])
 

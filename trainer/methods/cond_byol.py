@@ -1,6 +1,9 @@
 """Conditional BYOL (docs/paper-and-original-code.md#conditional-byol): predict the EMA target's projection of view 2
 from view 1's projection and the learned embedding of the action 1 -> 2. One direction only, as in the authors' code.
-BYOL's encoder, projector and EMA target, with a predictor that also reads the action."""
+BYOL's encoder, projector and EMA target, with a predictor that also reads the action.
+
+As the authors': only view 1 goes through the online encoder (its BatchNorm statistics move once per step), and
+the pair probe reads the online z1 beside the TARGET encoder's z2, the embedding the target pass computes anyway."""
 
 from __future__ import annotations
 
@@ -31,10 +34,6 @@ class ConditionalBYOL(BYOL):
         x1, x2, action = self.first_pair(views, rel_actions)
         z1 = self.encoder(x1)
         prediction = self.predictor(torch.cat([self.action_embedding(action), self.projector(z1)], dim=1))
-        target = self.target(x2)
-        with torch.no_grad():
-            # View 2 through the online encoder for the pair probe only; the loss never sees it, and in training
-            # it only adds a BN running-statistics update. (The authors returned the target's embedding here.)
-            z2 = self.encoder(x2)
+        z2, target = self.target_pass(x2)
         loss = byol_loss(prediction.float(), target)
         return MethodOutput(loss, z1, z2, logs=detached(prediction=loss))

@@ -14,7 +14,7 @@ from trainer.methods.catalog import EquiModSettings
 from trainer.methods.gather import gather_rows
 from trainer.methods.heads import bn_projector
 from trainer.methods.losses import nt_xent
-from trainer.model.components import ActionEmbedding
+from trainer.model.components import action_input
 
 
 class EquiMod(Method):
@@ -26,8 +26,8 @@ class EquiMod(Method):
         self.encoder = encoder
         self.projector_inv = bn_projector(encoder.out_dim, widths)
         self.projector_equi = bn_projector(encoder.out_dim, widths)
-        self.action_embedding = ActionEmbedding(action_dim, action_proj_dim)
-        self.predictor = bn_projector(action_proj_dim + widths[-1], [widths[-1]])  # Linear(no bias) + BN
+        self.action_embedding = action_input(action_dim, action_proj_dim, settings.learn_action_embedding)
+        self.predictor = bn_projector(self.action_embedding.out_dim + widths[-1], [widths[-1]])  # Linear(no bias) + BN
         self.temperature = settings.temperature
         self.equi_factor = settings.equi_factor
 

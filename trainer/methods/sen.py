@@ -14,7 +14,7 @@ from trainer.methods.catalog import SENSettings
 from trainer.methods.gather import gather_rows
 from trainer.methods.heads import bn_projector
 from trainer.methods.losses import nt_xent
-from trainer.model.components import ActionEmbedding
+from trainer.model.components import action_input
 
 
 class SEN(Method):
@@ -25,8 +25,8 @@ class SEN(Method):
         widths = settings.projector_dims
         self.encoder = encoder
         self.projector = bn_projector(encoder.out_dim, widths)
-        self.action_embedding = ActionEmbedding(action_dim, action_proj_dim)
-        self.predictor = bn_projector(action_proj_dim + widths[-1], [widths[-1]])  # Linear(no bias) + BN
+        self.action_embedding = action_input(action_dim, action_proj_dim, settings.learn_action_embedding)
+        self.predictor = bn_projector(self.action_embedding.out_dim + widths[-1], [widths[-1]])  # Linear(no bias) + BN
         self.temperature = settings.temperature
 
     def shard_units(self) -> list[nn.Module]:

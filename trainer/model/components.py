@@ -25,6 +25,23 @@ class ActionEmbedding(nn.Module):
         return self.bn(self.proj(flat)).reshape(*actions.shape[:-1], self.out_dim)
 
 
+class RawAction(nn.Module):
+    """The action as it is, where a method could learn an embedding instead (SEN and EquiMod with
+    `learn_action_embedding=false`, the authors' --learn-act-emb 0): no parameters."""
+
+    def __init__(self, action_dim: int):
+        super().__init__()
+        self.out_dim = action_dim
+
+    def forward(self, actions: torch.Tensor) -> torch.Tensor:
+        return actions
+
+
+def action_input(action_dim: int, embedding_dim: int, learned: bool) -> ActionEmbedding | RawAction:
+    """What a predictor reads of the action: its learned embedding g(a), or the raw action."""
+    return ActionEmbedding(action_dim, embedding_dim) if learned else RawAction(action_dim)
+
+
 class Aggregator(nn.TransformerEncoder):
     """Post-LN transformer encoder + an extra final LayerNorm; no positional encoding
     (docs/paper-and-original-code.md#aggregator).

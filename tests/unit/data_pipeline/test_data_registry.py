@@ -67,16 +67,17 @@ def test_every_dataset_has_its_options_named_after_the_trainers_data_keys_with_i
 def test_composer_for_builds_the_composer_of_the_dataset_the_manifest_names_from_the_values_it_declares():
     values = {f.name: f.default for f in dataclasses.fields(DataConfig)}  # what the trainer hands over, and more
     values.update(rotation_deg=30.0, announced_actions=["rotation", "scale"], image_size=36, blur=False,
-                  legacy_action_norm=True, latent_type="rotcolor", canonical_quaternions=False, fovea_size=12,
+                  legacy_action_norm=True, legacy_pil_rounding=True,
+                  latent_type="rotcolor", canonical_quaternions=False, fovea_size=12,
                   use_saliency=False, inhibition_of_return=False, legacy_patch_transpose=True, crop_size=24)
     rgb = {"channels": 3, "height": 32, "width": 32}
     expected = {
         "fashion-mnist": AffineComposer(ActionSpace(rotation_deg=30.0), 36, 28, 28, 1, 10, ("rotation", "scale")),
         "mnist": AffineComposer(ActionSpace(rotation_deg=30.0), 36, 28, 28, 1, 10, ("rotation", "scale")),
-        "cifar100": AugmentationComposer(blur=False, legacy_view_norm=True, image_size=36, source_size=(32, 32),
-                                         num_classes=10),
-        "tinyimagenet": AugmentationComposer(blur=False, legacy_view_norm=True, image_size=36, source_size=(32, 32),
-                                             num_classes=10),
+        "cifar100": AugmentationComposer(blur=False, legacy_view_norm=True, pil_rounding=True, image_size=36,
+                                         source_size=(32, 32), num_classes=10),
+        "tinyimagenet": AugmentationComposer(blur=False, legacy_view_norm=True, pil_rounding=True, image_size=36,
+                                             source_size=(32, 32), num_classes=10),
         "3diebench": ThreeDIEComposer(latent_type="rotcolor", canonical_quaternions=False),
         "stl10": GlimpseComposer(fovea_size=12, use_saliency=False, inhibition_of_return=False, legacy_transpose=True,
                                  crop=24),
