@@ -17,6 +17,7 @@
     max_concurrent_trials: 1
     resources: {num_workers: 2, cpus_per_worker: 1, use_gpu: false, trial_cpus: 0.1}  # default: base's scaling
     evaluate: {enabled: true, overrides: [eval.epochs=30]}   # offline probes after each trial's training
+                                         # every_checkpoint: true probes each kept checkpoint at its step
     experiment: seq-jepa-sweeps          # MLflow experiment holding the parent and child runs
     storage_path: ~/seq-jepa/sweeps      # Tune's experiment state and the trials' checkpoints
 
@@ -95,6 +96,7 @@ class Resources:
 class Evaluate:
     enabled: bool = True
     overrides: list[str] = field(default_factory=list)  # eval.*/data.* overrides for the offline probes
+    every_checkpoint: bool = False  # every kept checkpoint at its step (learning curves), not the latest alone
 
 
 @dataclass

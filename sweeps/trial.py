@@ -44,15 +44,24 @@ def describe(params: dict) -> str:
 
 
 @ray.remote
-def evaluate_trial(config_tree: dict, overrides: list[str], threads: int) -> dict[str, float]:
-    """Offline probes on the trial's latest checkpoint, logged to its MLflow run; the metrics."""
+def evaluate_trial(config_tree: dict, overrides: list[str], threads: int, every_checkpoint: bool = False
+                   ) -> dict[str, float]:
+    """Offline probes on the trial's latest checkpoint (or on each kept one, skipping those evaluated before),
+    logged to its MLflow run; the latest checkpoint's metrics."""
     import torch
 
-    from trainer.evaluation.offline import OVERRIDABLE, evaluate, log_to_mlflow
+    from trainer.evaluation.offline import OVERRIDABLE, evaluate, evaluate_every_checkpoint, log_to_mlflow
+    from trainer.tracking import find_run, latest_metrics, resolve_tracking_uri
 
     torch.set_num_threads(threads)
     config = config_from_dict(config_tree, overrides, allowed_sections=OVERRIDABLE)
     run_folder = f"{config.run.storage_path}/{config.run.name}"  # its latest checkpoint, local or s3://
+    if every_checkpoint:
+        metrics = evaluate_every_checkpoint(config, run_folder)[-1][2]
+        if metrics is None:  # the latest was evaluated by an earlier attempt of this trial: what that logged
+            uri = resolve_tracking_uri(config.tracking.tracking_uri)
+            metrics = latest_metrics(uri, find_run(config, uri), "eval/")
+        return metrics
     metrics = evaluate(config, run_folder)
     log_to_mlflow(config, run_folder, metrics)
     return metrics
@@ -77,7 +86,8 @@ def run_trial(params: dict, spec: SweepSpec, parent_run_id: str, tracking_uri: s
             # Outside the trial's placement group, which holds only the trial driver's sliver of a CPU.
             task = evaluate_trial.options(num_cpus=cpus, num_gpus=1 if s.use_gpu else 0,
                                           scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
-            final = ray.get(task.remote(to_dict(config), spec.evaluate.overrides, max(1, int(cpus))))
+            final = ray.get(task.remote(to_dict(config), spec.evaluate.overrides, max(1, int(cpus)),
+                                        spec.evaluate.every_checkpoint))
         tune.report({**final, FINISHED_KEY: 1})
     except BaseException:
         finish_run(tracking_uri, run_id, "FAILED")

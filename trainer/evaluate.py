@@ -6,6 +6,7 @@
     python -m trainer.evaluate s3://bucket/runs/NAME data.s3_endpoint_url=http://...   # the same in S3
     python -m trainer.evaluate ~/seq-jepa/runs/NAME eval.epochs=300 "eval.seq_lens=[1,2,4,8]"
     python -m trainer.evaluate --mlflow-run-id ID                     # the checkpoint of an MLflow run
+    python -m trainer.evaluate ~/seq-jepa/runs/NAME --every-checkpoint  # each kept checkpoint: learning curves
 
 The model is frozen in eval mode; its features are extracted once per split (train: the probes learn,
 val: they are scored), kept under data.cache_dir/features (`--no-cache`: neither read nor written), and
@@ -17,6 +18,9 @@ every probe trains on them. Metrics, at the checkpoint's step:
   eval/equi/r2_abs/rotation    MLP regression of view 1's absolute rotation from its encoder output
   eval/path/r2[_no_vision]/M{k}  path integration and its no-vision control (evaluation/path_integration.py)
 Only `eval.*`, `data.*` and `tracking.*` keys can be overridden: everything else is the checkpoint's.
+--every-checkpoint evaluates each complete checkpoint of the run folder, oldest first, each logged at its own
+step (keep them with train.keep_checkpoints); a checkpoint whose step already has these metrics in the MLflow run
+is skipped, so the same command after more training evaluates only the new checkpoints.
 """
 
 from __future__ import annotations
@@ -27,7 +31,14 @@ import sys
 import time
 
 from trainer.checkpointing import source
-from trainer.evaluation.offline import OVERRIDABLE, evaluate, load_checkpoint_config, log_to_mlflow, s3_of_overrides
+from trainer.evaluation.offline import (
+    OVERRIDABLE,
+    evaluate,
+    evaluate_every_checkpoint,
+    load_checkpoint_config,
+    log_to_mlflow,
+    s3_of_overrides,
+)
 from trainer.redact import redact_text
 
 __all__ = ["OVERRIDABLE", "evaluate", "load_checkpoint_config", "log_to_mlflow", "main"]
@@ -74,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="where to find --mlflow-run-id (MLFLOW_TRACKING_URI wins)")
     parser.add_argument("--no-log", action="store_true", help="print the metrics only, log nothing to MLflow")
     parser.add_argument("--no-cache", action="store_true", help="extract features afresh; read and write no cache")
+    parser.add_argument("--every-checkpoint", action="store_true",
+                        help="evaluate each kept checkpoint of the run at its step (skipping those already logged)")
     args, overrides = parser.parse_known_args(argv)
     if args.checkpoint and re.match(r"^\w+(\.\w+)+=", args.checkpoint):  # an override argparse took for the location
         overrides, args.checkpoint = [args.checkpoint, *overrides], None
@@ -92,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint = source.locate(location, s3_of_overrides(overrides))
         config = load_checkpoint_config(checkpoint, overrides)
         start = time.perf_counter()
+        if args.every_checkpoint:
+            return _every_checkpoint(config, location, log=not args.no_log)
         metrics = evaluate(config, checkpoint)
     except (ConfigError, DataError, CheckpointError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -102,6 +117,19 @@ def main(argv: list[str] | None = None) -> int:
         run_id = log_to_mlflow(config, checkpoint, metrics)
         if run_id:
             print(f"[seq-jepa eval] logged to MLflow run {run_id}")
+    return 0
+
+
+def _every_checkpoint(config, location: str, log: bool) -> int:
+    results = evaluate_every_checkpoint(config, location, log=log)
+    for checkpoint, step, metrics in results:
+        if metrics is not None:
+            print(f"[seq-jepa eval] {checkpoint} (step {step})")
+            print_metrics(metrics)
+    done = sum(metrics is not None for _, _, metrics in results)
+    print(f"[seq-jepa eval] {done} of {len(results)} checkpoints evaluated"
+          + (f", {len(results) - done} already in MLflow" if done < len(results) else "")
+          + (" and logged" if log and done else ""))
     return 0
 
 

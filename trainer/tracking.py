@@ -86,6 +86,16 @@ def find_run(config: Config, uri: str) -> str | None:
     return None if experiment is None else _find_run(client, experiment.experiment_id, config.run.name)
 
 
+def metric_steps(uri: str, run_id: str, key: str) -> set[int]:
+    """The steps at which a run logged metric `key`."""
+    return {m.step for m in _client(uri).get_metric_history(run_id, key)}
+
+
+def latest_metrics(uri: str, run_id: str, prefix: str = "") -> dict[str, float]:
+    """Each metric's last value in a run, those whose key starts with `prefix`."""
+    return {k: v for k, v in _client(uri).get_run(run_id).data.metrics.items() if k.startswith(prefix)}
+
+
 def open_run(uri: str, experiment: str, name: str, tags: dict[str, str] | None = None) -> tuple[str, bool]:
     """(run_id, resumed): the run named `name` in the experiment, continued, or a new one with `tags`.
     An unreachable tracking server is one TrackingError before anything starts."""

@@ -20,9 +20,10 @@ from trainer.training.precision import cpu_has_native_bf16
 
 pytestmark = pytest.mark.integration
 
-def test_two_fsdp2_workers_train_checkpoint_log_and_resume(ray_local, fashion_mnist_shards, tmp_path, mlflow_uri):
+def test_two_fsdp2_workers_train_checkpoint_log_and_resume(ray_local, fashion_mnist_shards, tmp_path, mlflow_uri,
+                                                          capsys):
     name = "fsdp2-run"
-    overrides = tiny_overrides(fashion_mnist_shards, tmp_path / "runs", mlflow_uri, name)
+    overrides = tiny_overrides(fashion_mnist_shards, tmp_path / "runs", mlflow_uri, name) + ["train.keep_checkpoints=3"]
     assert main(overrides + ["scaling.num_workers=2", "scaling.parallelism=fsdp2"]) == 0
 
     checkpoints = run_checkpoints(tmp_path / "runs", name)
@@ -60,6 +61,18 @@ def test_two_fsdp2_workers_train_checkpoint_log_and_resume(ray_local, fashion_mn
         assert [m.step for m in history] == [9], f"{key}: {history}"
     assert "eval/results.json" in {a.path for a in client.list_artifacts(run.info.run_id, "eval")}
     assert evaluate_main([str(tmp_path / "runs" / name), "model.seq_len=4"]) == 2  # the model is the checkpoint's
+
+    # Learning curves: each of the three kept checkpoints at its step; the latest (step 9) is in MLflow already.
+    assert len(run_checkpoints(tmp_path / "runs", name)) == 3
+    capsys.readouterr()
+    assert evaluate_main([str(tmp_path / "runs" / name), "--every-checkpoint", *tiny_eval]) == 0
+    assert "2 of 3 checkpoints evaluated, 1 already in MLflow and logged" in capsys.readouterr().out
+    curves = {key: sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
+              for key in ["eval/inv/acc_enc", "eval/inv/acc_agg/M3", "eval/equi/r2_enc/rotation"]}
+    assert all(steps == [3, 6, 9] for steps in curves.values()), curves
+    assert evaluate_main([str(tmp_path / "runs" / name), "--every-checkpoint", *tiny_eval]) == 0  # nothing new
+    assert "0 of 3 checkpoints evaluated, 3 already in MLflow" in capsys.readouterr().out
+    assert {key: sorted(m.step for m in client.get_metric_history(run.info.run_id, key)) for key in curves} == curves
 
 
 def test_two_ddp_workers_train_and_log_probes(ray_local, fashion_mnist_shards, tmp_path, mlflow_uri):

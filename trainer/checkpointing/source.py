@@ -19,7 +19,7 @@ from typing import Iterator
 
 from data_pipeline import DataError, S3Options, S3Store, is_remote, join
 from trainer.checkpointing.dcp import TRAINER_STATE_FILE, check_format, read_trainer_state
-from trainer.checkpointing.run_folders import latest_checkpoint
+from trainer.checkpointing.run_folders import checkpoints_of_run, latest_checkpoint
 
 Location = str | Path  # a local path, or an s3:// URL
 
@@ -28,15 +28,24 @@ def locate(location: Location, s3: S3Options) -> Location:
     """The checkpoint folder `location` names: itself, or the newest `checkpoint_*` folder of a run folder."""
     if not is_remote(location):
         return latest_checkpoint(location)
+    return checkpoints(location, s3)[-1]
+
+
+def checkpoints(location: Location, s3: S3Options) -> list[Location]:
+    """Every complete checkpoint of a run folder, oldest first; a checkpoint folder: itself alone."""
+    if not is_remote(location):
+        folder = latest_checkpoint(location)  # the one named, or the run's newest (a clear error if none)
+        return [folder] if folder == Path(location).expanduser() else checkpoints_of_run(Path(location).expanduser())
     url, store = str(location).rstrip("/"), S3Store(s3)
     if store.exists(join(url, TRAINER_STATE_FILE)):
-        return url
+        return [url]
     # Ray Train names checkpoints checkpoint_<timestamp>: the name order is the time order.
-    for folder in reversed(store.list_folders(url)):
-        if folder.rsplit("/", 1)[-1].startswith("checkpoint_") and store.exists(join(folder, TRAINER_STATE_FILE)):
-            return folder
-    raise FileNotFoundError(f"{url} is neither a checkpoint (no {TRAINER_STATE_FILE}) nor a run folder holding "
-                            f"checkpoint_* folders (endpoint {s3.describe_endpoint()})")
+    found = [folder for folder in store.list_folders(url)
+             if folder.rsplit("/", 1)[-1].startswith("checkpoint_") and store.exists(join(folder, TRAINER_STATE_FILE))]
+    if not found:
+        raise FileNotFoundError(f"{url} is neither a checkpoint (no {TRAINER_STATE_FILE}) nor a run folder holding "
+                                f"checkpoint_* folders (endpoint {s3.describe_endpoint()})")
+    return found
 
 
 def read_state(checkpoint: Location, s3: S3Options) -> dict:

@@ -26,6 +26,7 @@ from trainer.evaluation.path_integration import path_metrics
 from trainer.evaluation.probes import fit_classifiers, fit_regressor
 from trainer.methods.build import build_model
 from trainer.methods.catalog import method_entry
+from trainer.metric_names import EVAL_ACC_ENC
 from trainer.redact import redact_text
 from trainer.stats import effective_rank, summarise_r2
 from trainer.training.precision import resolve_precision
@@ -91,7 +92,7 @@ def fit_probes(train: SplitFeatures, val: SplitFeatures, num_classes: int, actio
             metrics.update({f"eval/inv/acc_agg/M{m}": float(a) for m, a in zip(cfg.seq_lens, acc_agg)})
         acc_enc = fit_classifiers(train.z_enc[None, :, 0], train.label, val.z_enc[None, :, 0], val.label,
                                   num_classes, cfg, generator, bar)
-        metrics["eval/inv/acc_enc"] = float(acc_enc[0])
+        metrics[EVAL_ACC_ENC] = float(acc_enc[0])
         pairs = {"enc": lambda f: f.z_enc.flatten(1)}
         if aggregate:
             pairs["agg"] = lambda f: torch.cat([f.z_agg_view1, f.z_agg_view2], 1)
@@ -117,6 +118,36 @@ def load_checkpoint_config(checkpoint: Path | str, overrides: list[str]) -> Conf
 def s3_of_overrides(overrides: list[str]):
     """S3 options from the `data.s3_*` overrides (or the AWS environment): needed before the checkpoint's config."""
     return s3_options(config_from_dict({}, [o for o in overrides if o.strip().startswith("data.s3_")]))
+
+
+def evaluate_every_checkpoint(config: Config, run_folder: Path | str, log: bool = True
+                              ) -> list[tuple[str, int, dict[str, float] | None]]:
+    """Each complete checkpoint of the run, oldest first, evaluated and logged to the run at its step, so MLflow
+    draws every metric against training steps. A checkpoint whose step already has offline metrics in the run is
+    skipped (None), so a rerun evaluates only new checkpoints. (checkpoint, step, metrics) per checkpoint."""
+    s3 = s3_options(config)
+    done = evaluated_steps(config) if log else set()
+    results = []
+    for checkpoint in source.checkpoints(run_folder, s3):
+        step = source.read_state(checkpoint, s3)["step"]
+        if step in done:
+            print(f"[seq-jepa eval] step {step}: evaluated already ({checkpoint}), skipped", file=sys.stderr)
+            results.append((str(checkpoint), step, None))
+            continue
+        metrics = evaluate(config, checkpoint)
+        if log:
+            log_to_mlflow(config, checkpoint, metrics)
+        results.append((str(checkpoint), step, metrics))
+    return results
+
+
+def evaluated_steps(config: Config) -> set[int]:
+    """The steps at which the run's MLflow run holds offline-evaluation metrics (none: no such run)."""
+    from trainer.tracking import find_run, metric_steps, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(config.tracking.tracking_uri)
+    run_id = find_run(config, uri)
+    return set() if run_id is None else metric_steps(uri, run_id, EVAL_ACC_ENC)
 
 
 def log_to_mlflow(config: Config, checkpoint: Path | str, metrics: dict[str, float]) -> str | None:

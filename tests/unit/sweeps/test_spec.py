@@ -131,3 +131,17 @@ def test_base_config_path_beside_the_sweep_file(tmp_path):
     sweep = tmp_path / "s.yaml"
     sweep.write_text("name: s\nbase: {config: mine.yaml}\nsearch_space:\n  model.seq_len: {grid: [1]}\n")
     assert load_sweep(sweep).base_config_path() == (tmp_path / "mine.yaml").resolve()
+
+
+def test_the_long_fidelity_sweep_keeps_and_probes_a_checkpoint_every_1200_steps_of_12000():
+    from trainer.config import load_config
+
+    spec = load_sweep(SWEEPS / "fidelity_long.yaml")
+    assert spec.evaluate.enabled and spec.evaluate.every_checkpoint
+    config = load_config(spec.base_config_path(), spec.base.overrides)
+    steps = config.train.epochs * config.train.steps_per_epoch
+    assert steps == 12_000 and config.train.checkpoint_every_epochs * config.train.steps_per_epoch == 1_200
+    assert config.train.keep_checkpoints >= steps // 1_200
+    assert {"actions", "no_actions", "vicreg", "untrained"} <= set(spec.variants)
+    for arm in ("actions", "no_actions"):
+        assert load_config(spec.base_config_path(), spec.base.overrides + spec.variants[arm]).ema.decay == 0.996
