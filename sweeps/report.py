@@ -15,7 +15,8 @@ and `trials.md`, the table of every run's settings and metrics. Runs logged befo
 their old param and metric names (sweeps/runs.py). Runs of several methods (`model.method`)
 add the paper's Table 1 (`table1.md`) and its invariance-equivariance scatter, one point per method
 (`table1_scatter.png`; sweeps/table1.py); runs with and without action conditioning add the contrast table
-(`contrast.md`; sweeps/contrast.py).
+(`contrast.md`; sweeps/contrast.py); runs evaluated at every kept checkpoint add the probes against training steps
+(`learning_curves.png`, `ratio_by_step.md`; sweeps/learning_curves.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from sweeps.contrast import CONTRASTED_KEYS, write_contrast
+from sweeps.learning_curves import write_learning_curves
 from sweeps.plot import pyplot
 from sweeps.runs import SEQ_LEN, Run, child_runs, current_name, experiment_runs, find_sweep
 from sweeps.table1 import table1_rows, write_table1
@@ -193,6 +195,7 @@ def make_report(runs: list[Run], out: Path, uri: str | None = None, parent_run_i
     if len({r.method for r in runs}) > 1:
         made += write_table1(table1_rows(runs), out)
     made += write_contrast(runs, [k for k in keys if k not in CONTRASTED_KEYS], out)
+    made += write_learning_curves(runs, uri, out)
     if uri and parent_run_id:
         from trainer.tracking import MetricsLogger
 

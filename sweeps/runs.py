@@ -163,6 +163,15 @@ def experiment_runs(uri: str, experiment: str) -> list[Run]:
     return [_to_run(r) for r in _search(uri, [found.experiment_id], "") if SEQ_LEN in r.data.params]
 
 
+def metric_history(uri: str, run_id: str, key: str) -> dict[int, float]:
+    """A metric of a run by step (its last value at a step logged twice); under its old name in an old run."""
+    from trainer.tracking import metric_values
+
+    found = metric_values(uri, run_id, key)
+    old = names.previous_name(key)
+    return found if found or old is None else metric_values(uri, run_id, old)
+
+
 def find_sweep(uri: str, experiment: str, name: str) -> str:
     """The id of the newest parent run of the sweep `name`."""
     from mlflow.tracking import MlflowClient

@@ -88,7 +88,13 @@ def find_run(config: Config, uri: str) -> str | None:
 
 def metric_steps(uri: str, run_id: str, key: str) -> set[int]:
     """The steps at which a run logged metric `key`."""
-    return {m.step for m in _client(uri).get_metric_history(run_id, key)}
+    return set(metric_values(uri, run_id, key))
+
+
+def metric_values(uri: str, run_id: str, key: str) -> dict[int, float]:
+    """Metric `key` of a run by step; a step logged twice keeps its last value."""
+    history = sorted(_client(uri).get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
+    return {m.step: m.value for m in history}
 
 
 def latest_metrics(uri: str, run_id: str, prefix: str = "") -> dict[str, float]:

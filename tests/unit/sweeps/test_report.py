@@ -250,3 +250,53 @@ def test_old_runs_are_read_under_their_old_param_and_metric_names(mlflow_uri, tm
     [seq_jepa, no_actions] = table1_rows(everything)
     assert (seq_jepa.variant, no_actions.variant) == ("seq-JEPA", "seq-JEPA (no actions)")
     assert no_actions.value("eff. rank") == 12.0
+
+
+def test_learning_curves_and_the_ratio_at_every_evaluated_step(mlflow_uri, tmp_path):
+    """Runs evaluated at every checkpoint (issue 25): one line per arm against steps, the floor as a band, and the
+    with/without-actions ratio of rotation R² per step; runs evaluated once draw no curves."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    from sweeps.learning_curves import collect, ratio_markdown
+
+    parent, _ = open_run(mlflow_uri, "sweeps", "long", {SWEEP_TAG: "long", ROLE_TAG: "sweep"})
+    client = MlflowClient(mlflow_uri)
+    arms = {"actions": ("seq_jepa", 0.2), "no_actions": ("seq_jepa", 0.3), "vicreg": ("vicreg", 0.5)}
+    for variant, (method, r2) in {**arms, "untrained": ("seq_jepa", -0.05)}.items():
+        tags = {PARENT_TAG: parent, SWEEP_TAG: "long", VARIANT_TAG: variant,
+                UNTRAINED_TAG: str(variant == "untrained").lower()}
+        run, _ = open_run(mlflow_uri, "sweeps", f"long-{variant}", tags)
+        log_params(mlflow_uri, run, {"model.seq_len": 3, "model.method": method,
+                                     "seq_jepa.action_cond": variant != "no_actions"})
+        steps = [30] if variant == "untrained" else [1200, 2400, 3600]
+        metrics = []
+        for i, step in enumerate(steps):
+            gain = (0.2 if variant == "actions" else 0.0) * i  # the actions arm gains rotation with steps
+            values = {"eval/equi/r2_enc/rotation": r2 + gain, "eval/inv/acc_enc": 40.0 + i,
+                      "eval/inv/acc_agg/M6": 50.0 + i, "eval/equi/r2_agg/rotation": 0.01 * i}
+            metrics += [Metric(k, v, 0, step) for k, v in values.items() if method == "seq_jepa" or "agg" not in k]
+        client.log_batch(run, metrics=metrics)
+        client.set_terminated(run)
+    runs = child_runs(mlflow_uri, parent)
+    curves, floor = collect(runs, mlflow_uri)
+    assert set(curves) == set(arms) and floor["rotation"] == [-0.05]
+    assert curves["actions"]["rotation"] == pytest.approx({1200: 0.2, 2400: 0.4, 3600: 0.6})
+    assert curves["vicreg"]["top1"] == {1200: 40.0, 2400: 41.0, 3600: 42.0}  # the encoder's: no aggregate
+    assert curves["actions"]["top1"] == {1200: 50.0, 2400: 51.0, 3600: 52.0}  # z_AGG at M_val 6
+    assert curves["vicreg"]["leakage"] == {}
+    table = ratio_markdown(curves)
+    assert table.splitlines()[0] == ("| step | rotation R² actions | rotation R² no_actions | rotation R² vicreg | "
+                                     "actions / no actions | top-1 actions | top-1 no_actions | top-1 vicreg |")
+    assert "| 1200 | 0.200 | 0.300 | 0.500 | 0.67x | 50.0 | 50.0 | 40.0 |" in table
+    assert "| 3600 | 0.600 | 0.300 | 0.500 | 2.00x | 52.0 | 52.0 | 42.0 |" in table
+    assert main(["--sweep", "long", "--experiment", "sweeps", "--tracking-uri", mlflow_uri,
+                 "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "learning_curves.png").read_bytes()[:8] == PNG
+    assert (tmp_path / "out" / "ratio_by_step.md").read_text() == table + "\n"
+
+
+def test_runs_evaluated_once_draw_no_learning_curves(sweep_store, mlflow_uri, tmp_path):
+    assert main(["--sweep", "grid", "--experiment", "sweeps", "--tracking-uri", mlflow_uri,
+                 "--out", str(tmp_path / "out")]) == 0
+    assert not (tmp_path / "out" / "learning_curves.png").exists()
