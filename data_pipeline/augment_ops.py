@@ -84,25 +84,25 @@ def resample_matrices(offset: torch.Tensor, length: torch.Tensor, in_size: int, 
     return weights.gather(2, index) * (shifted >= 0).unsqueeze(1)
 
 
-def resized_crop(images: torch.Tensor, boxes: torch.Tensor, out_size: int, flip: torch.Tensor | None = None
-                 ) -> torch.Tensor:
+def resized_crop(images: torch.Tensor, boxes: torch.Tensor, out_size: int, flip: torch.Tensor | None = None,
+                 table=_span_table, after_pass=lambda x: x.clamp_(0.0, 1.0)) -> torch.Tensor:
     """Crop boxes (N, 4) = (top, left, height, width) in source pixels, resize to out_size², flip.
 
     One batched matmul per axis (columns, then rows) instead of a per-sample loop; a horizontal
-    flip is the column matrix read backwards, so it costs nothing.
+    flip is the column matrix read backwards, so it costs nothing. After each pass `after_pass`: a clip (bicubic
+    overshoots at edges; PIL clips after each of its passes too), or `augment_ops_pil`'s fixed-point rounding with
+    its `table` of weights by span length.
     """
     height, width = images.shape[-2:]
     boxes = boxes.cpu()
-    rows = resample_matrices(boxes[:, 0], boxes[:, 2], height, out_size)
-    cols = resample_matrices(boxes[:, 1], boxes[:, 3], width, out_size)
+    rows = resample_matrices(boxes[:, 0], boxes[:, 2], height, out_size, table(height, out_size))
+    cols = resample_matrices(boxes[:, 1], boxes[:, 3], width, out_size, table(width, out_size))
     if flip is not None:
         cols = torch.where(flip.cpu().view(-1, 1, 1), cols.flip(1), cols)
-    rows, cols = rows.to(images.device), cols.to(images.device)
+    rows, cols = rows.to(images.device, images.dtype), cols.to(images.device, images.dtype)
     n, c, h, w = images.shape
-    across = torch.bmm(images.reshape(n, c * h, w), cols.transpose(1, 2))  # columns resampled, (n, c·h, S)
-    across.clamp_(0.0, 1.0)  # PIL clips after its horizontal pass too; it matters on sharp edges
-    out = torch.einsum("nyh,nchx->ncyx", rows, across.view(n, c, h, out_size))  # then rows, per channel
-    return out.clamp_(0.0, 1.0)  # bicubic overshoots at edges; PIL clips as well
+    across = after_pass(torch.bmm(images.reshape(n, c * h, w), cols.transpose(1, 2)))  # columns, (n, c·h, S)
+    return after_pass(torch.einsum("nyh,nchx->ncyx", rows, across.view(n, c, h, out_size)))  # then rows
 
 
 # ---------------------------------------------------------------- colour

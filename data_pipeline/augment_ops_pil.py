@@ -42,7 +42,7 @@ def _round_half_away(x: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------- crop + resize
 
 def _pil_bicubic(x: float) -> float:
-    a, x = -0.5, abs(x)
+    a, x = ops.PIL_BICUBIC_A, abs(x)
     if x < 1.0:
         return ((a + 2.0) * x - (a + 3.0)) * x * x + 1
     if x < 2.0:
@@ -91,16 +91,7 @@ def _fixed_point_pass(sums: torch.Tensor) -> torch.Tensor:
 def resized_crop(images: torch.Tensor, boxes: torch.Tensor, out_size: int, flip: torch.Tensor | None = None
                  ) -> torch.Tensor:
     """`augment_ops.resized_crop` as PIL computes it: crop, bicubic resize in two rounded passes, flip."""
-    height, width = images.shape[-2:]
-    boxes = boxes.cpu()
-    rows = ops.resample_matrices(boxes[:, 0], boxes[:, 2], height, out_size, _fixed_point_table(height, out_size))
-    cols = ops.resample_matrices(boxes[:, 1], boxes[:, 3], width, out_size, _fixed_point_table(width, out_size))
-    if flip is not None:
-        cols = torch.where(flip.cpu().view(-1, 1, 1), cols.flip(1), cols)
-    rows, cols = rows.to(images.device), cols.to(images.device)
-    n, c, h, w = images.shape
-    across = _fixed_point_pass(torch.bmm(images.double().reshape(n, c * h, w), cols.transpose(1, 2)))
-    out = _fixed_point_pass(torch.einsum("nyh,nchx->ncyx", rows, across.view(n, c, h, out_size)))
+    out = ops.resized_crop(images.double(), boxes, out_size, flip, _fixed_point_table, _fixed_point_pass)
     return out.to(torch.uint8)
 
 
